@@ -1,0 +1,52 @@
+# bnexp: `make help` lists the targets. `make test` and `make sweep` set themselves up on a fresh machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+SWEEP   ?= reference
+ARGS    ?=
+STAMP   := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data run sweep quick report test test-all bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) data  ## create .venv, install bnexp with its dependencies and the offline dataset
+
+data:  ## install Debian's dataset-fashion-mnist where apt exists and the files are missing
+	@if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+run: setup  ## one run: make run ARGS="scenario=frozen_base seed=1"
+	$(BIN)/python -m bnexp run $(ARGS)
+
+sweep: setup  ## every scenario's reference grid, 3 seeds, then the report (SWEEP=quick for the smoke grid)
+	$(BIN)/python -m bnexp sweep sweep=$(SWEEP) $(ARGS)
+
+quick: setup  ## the smoke grid (sweep=quick) and its report
+	$(BIN)/python -m bnexp sweep sweep=quick $(ARGS)
+
+report: setup  ## rebuild tables, figures and results/report.md from stored runs
+	$(BIN)/python -m bnexp report $(ARGS)
+
+test: setup  ## the test suite without slow tests (< 10 min on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all: setup  ## every test, slow ones included
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: setup  ## benchmarks: harness vs plain Keras, start-up, sweep throughput -> results/bench.md
+	$(BIN)/python -m bnexp.bench $(ARGS)
+
+clean:  ## remove raw runs, caches and the venv (committed results stay)
+	rm -rf results/runs results/.hydra $(VENV) .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,9 @@
+"""bnexp: experiments that reproduce, measure and judge Batch Normalization pitfalls in TensorFlow/Keras."""
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# configs/ and experiments/ sit beside the package (installed together, see pyproject.toml).
+CONFIG_DIR = PACKAGE_DIR.parent / "configs"

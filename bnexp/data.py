@@ -1,0 +1,280 @@
+"""Datasets as NumPy arrays, then as deterministic tf.data pipelines.
+
+Where the images come from, in order:
+1. a prepared TFDS data dir (`data.tfds_data_dir`, else TFDS' default);
+2. for fashion_mnist, the original IDX files in `data.raw_dir` (Debian's `dataset-fashion-mnist`);
+3. a TFDS download, only when the download host answers within a few seconds.
+The arrays are then cached as one .npz under `paths.cache_dir`, so a warm load is a single read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bnexp.errors import DataUnavailable, UserError
+
+DATASETS = {
+    "fashion_mnist": "Fashion-MNIST, 28x28x1, 10 classes (offline: Debian's dataset-fashion-mnist)",
+    "mnist": "MNIST, 28x28x1, 10 classes (TFDS download or prepared data dir)",
+    "cifar10": "CIFAR-10, 32x32x3, 10 classes (TFDS download or prepared data dir)",
+}
+# Hosts TFDS downloads these datasets from: asked once, briefly, instead of letting TFDS retry for minutes.
+DOWNLOAD_HOSTS = {"fashion_mnist": "storage.googleapis.com", "mnist": "storage.googleapis.com",
+                  "cifar10": "www.cs.toronto.edu"}
+IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+SCALINGS = ("unit", "standard", "raw")
+SHIFTS = ("none", "invert", "contrast", "brightness")
+
+
+@dataclass
+class Arrays:
+    """uint8 images (N, H, W, C) and int64 labels, as stored on disk."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load(name: str, raw_dir: str | None = None, tfds_data_dir: str | None = None,
+         cache_dir: str | os.PathLike | None = None, download_timeout_s: float = 3.0) -> Arrays:
+    """The whole dataset as uint8 arrays; see the module docstring for where it comes from."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)} (e.g. data=fashion_mnist)")
+    cache = Path(cache_dir).expanduser() / "data" / f"{name}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache) as z:
+                return Arrays(**{k: z[k] for k in IDX_FILES})
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            cache.unlink(missing_ok=True)
+    arrays = _load_uncached(name, raw_dir, tfds_data_dir, download_timeout_s)
+    if cache is not None:
+        _save_npz(cache, arrays)
+    return arrays
+
+
+def _load_uncached(name, raw_dir, tfds_data_dir, download_timeout_s) -> Arrays:
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=tfds_data_dir)
+    if builder.is_prepared():
+        return _from_tfds(builder)
+    if name == "fashion_mnist" and raw_dir and Path(raw_dir).is_dir():
+        return read_idx_dir(Path(raw_dir))
+    host = DOWNLOAD_HOSTS[name]
+    if not _reachable(host, download_timeout_s):
+        hint = {
+            "fashion_mnist": "install Debian's package `dataset-fashion-mnist` (make setup does) or point "
+                             "data.raw_dir= at a folder with the four IDX files",
+        }.get(name, f"prepare it once where the network is open (python -c \"import tensorflow_datasets as tfds; "
+                    f"tfds.builder('{name}').download_and_prepare()\") and copy the TFDS data dir here "
+                    f"(data.tfds_data_dir=...), or put the raw archives in TFDS' manual folder")
+        raise DataUnavailable(
+            f"dataset {name!r} is not prepared in the TFDS data dir ({builder.data_dir}) and {host} is not "
+            f"reachable to download it: {hint}")
+    builder.download_and_prepare()
+    return _from_tfds(builder)
+
+
+def _from_tfds(builder) -> Arrays:
+    import tensorflow_datasets as tfds
+
+    out = {}
+    for split, (xk, yk) in {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}.items():
+        x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+        out[xk], out[yk] = np.asarray(x, np.uint8), np.asarray(y, np.int64)
+    return Arrays(**out)
+
+
+def _reachable(host: str, timeout_s: float) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _save_npz(path: Path, arrays: Arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays.__dict__)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- IDX files
+
+
+def read_idx_dir(folder: Path) -> Arrays:
+    """The four original IDX files (plain or .gz) of an MNIST-format dataset."""
+    out = {}
+    for key, stem in IDX_FILES.items():
+        candidates = [folder / f"{stem}.gz", folder / stem]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise DataUnavailable(f"{folder} has no {stem}[.gz]; it needs the four original IDX files "
+                                  f"({', '.join(IDX_FILES.values())})")
+        out[key] = read_idx(path)
+    x_tr, x_te = out["x_train"], out["x_test"]
+    out["x_train"], out["x_test"] = x_tr[..., None], x_te[..., None]
+    out["y_train"], out["y_test"] = out["y_train"].astype(np.int64), out["y_test"].astype(np.int64)
+    if len(out["x_train"]) != len(out["y_train"]) or len(out["x_test"]) != len(out["y_test"]):
+        raise UserError(f"IDX files in {folder} disagree: image and label counts differ")
+    return Arrays(**out)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file of unsigned bytes (magic 0x0000080N); a clear error if it is damaged."""
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read IDX file {path}: {e}; replace the file (e.g. reinstall "
+                        f"dataset-fashion-mnist)") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes (bad magic number); replace the file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"IDX file {path} is truncated (header); replace the file")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise UserError(f"IDX file {path} is truncated or padded: {len(raw)} bytes, header says {expected}; "
+                        f"replace the file")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write uint8 `array` as an IDX file (gzip if the name ends in .gz); used by tests and tools."""
+    a = np.ascontiguousarray(array, np.uint8)
+    raw = bytes([0, 0, 0x08, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+
+
+# ---------------------------------------------------------------- selection, shift, scaling
+
+
+def select(x: np.ndarray, y: np.ndarray, classes=None, limit: int | None = None, seed: int = 0):
+    """Keep `classes` (relabelled 0..k-1 in the given order), then at most `limit` samples drawn by `seed`."""
+    if classes is not None:
+        classes = [int(c) for c in classes]
+        keep = np.isin(y, classes)
+        lut = np.full(int(y.max()) + 1, -1, np.int64)
+        lut[classes] = np.arange(len(classes))
+        x, y = x[keep], lut[y[keep]]
+    if limit is not None and limit < len(x):
+        idx = np.sort(np.random.default_rng(seed).choice(len(x), int(limit), replace=False))
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def shift(x: np.ndarray, kind: str) -> np.ndarray:
+    """An input domain shift on uint8 images; each changes first-layer statistics differently."""
+    if kind == "none":
+        return x
+    xf = x.astype(np.float32)
+    if kind == "invert":
+        out = 255.0 - xf
+    elif kind == "contrast":  # halve the contrast around mid-grey
+        out = 127.5 + 0.5 * (xf - 127.5)
+    elif kind == "brightness":
+        out = xf + 80.0
+    else:
+        raise UserError(f"unknown shift {kind!r}; valid: {', '.join(SHIFTS)}")
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def scaling_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 training images, for `standard` scaling."""
+    xf = x_train.reshape(-1, x_train.shape[-1]).astype(np.float64)
+    return xf.mean(0).astype(np.float32), np.maximum(xf.std(0), 1e-6).astype(np.float32)
+
+
+def scale(x: np.ndarray, scaling: str, stats=None) -> np.ndarray:
+    """uint8 images -> float32: `unit` [0, 1], `standard` per-channel z-score (needs stats), `raw` 0..255."""
+    xf = x.astype(np.float32)
+    if scaling == "unit":
+        return xf / 255.0
+    if scaling == "raw":
+        return xf
+    if scaling == "standard":
+        mean, std = stats
+        return (xf - mean) / std
+    raise UserError(f"unknown data.scaling {scaling!r}; valid: {', '.join(SCALINGS)}")
+
+
+# ---------------------------------------------------------------- tf.data
+
+
+def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, seed: int):
+    """Exactly `steps` shuffled batches (reshuffled each epoch, deterministic by `seed`), prefetched."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    per_epoch = len(x) // batch_size
+    if per_epoch < 1:
+        raise UserError(f"train.batch_size={batch_size} exceeds the {len(x)} training samples")
+    epochs = -(-steps // per_epoch)
+    order = np.concatenate([rng.permutation(len(x))[: per_epoch * batch_size] for _ in range(epochs)])
+    order = order[: steps * batch_size].reshape(steps, batch_size)
+    xs, ys = tf.constant(x), tf.constant(y)
+    ds = tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """The data in order, in batches (the last one may be smaller), cached after the first pass."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class Prepared:
+    """Scaled float32 images and labels, ready for a model."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def from_config(data_cfg, cache_dir, seed: int = 0, classes=None, shift_kind: str | None = None) -> Prepared:
+    """Load, select classes and sizes, shift and scale as the `data` config group says.
+
+    `classes` and `shift_kind` override `data.classes` and `data.shift` (transfer scenarios use both
+    a source and a target view of the same dataset). Standard-scaling statistics come from the
+    selected training images, so a shifted domain is standardized with its own statistics only if
+    the scenario asks for it by loading it as its own view.
+    """
+    arrays = load(data_cfg.name, data_cfg.get("raw_dir"), data_cfg.get("tfds_data_dir"), cache_dir)
+    classes = data_cfg.get("classes") if classes is None else classes
+    kind = data_cfg.get("shift", "none") if shift_kind is None else shift_kind
+    x_tr, y_tr = select(arrays.x_train, arrays.y_train, classes, data_cfg.get("train_size"), seed)
+    x_te, y_te = select(arrays.x_test, arrays.y_test, classes, data_cfg.get("test_size"), seed)
+    x_tr, x_te = shift(x_tr, kind), shift(x_te, kind)
+    stats = scaling_stats(x_tr) if data_cfg.scaling == "standard" else None
+    n_classes = len(classes) if classes is not None else arrays.num_classes
+    return Prepared(scale(x_tr, data_cfg.scaling, stats), y_tr, scale(x_te, data_cfg.scaling, stats), y_te,
+                    n_classes)

@@ -1,0 +1,163 @@
+"""Model builders. The norm layer, the BN arguments and the way BN's `training` flag is fixed are
+parameters, and every builder works with any Keras flavour (see bnexp.semantics.Flavour).
+
+flag_style:
+  functional  BN is called with `training=bn_training` while the functional model is built
+              (None: not given, BN follows the mode the model is called in).
+  subclass    a subclassed model whose call() passes `training=bn_training` to BN, hard-coded
+              (None: it forwards the `training` it receives).
+"""
+
+from __future__ import annotations
+
+from bnexp.errors import UserError
+
+MODELS = {
+    "small_cnn": "2 conv blocks (16, 32 filters) + dense 64, for 28x28 images",
+    "mlp": "dense 128 -> 64, for flattened images",
+    "resnet_tiny": "conv stem + 3 residual stages (16, 32, 64 filters), for 32x32 images",
+}
+NORMS = {
+    "bn": "BatchNormalization",
+    "none": "no normalization layer",
+    "gn": "GroupNormalization (8 groups)",
+    "ln": "LayerNormalization (all non-batch axes)",
+    "brn": "Batch Renormalization (BatchNormalization(renorm=True))",
+}
+FLAG_STYLES = ("functional", "subclass")
+
+
+def norm_layer(fw, norm: str, momentum: float, epsilon: float, name: str, rank: int):
+    """A normalization layer of kind `norm` for features of `rank` (2: dense, 4: conv); None for `none`."""
+    L = fw.keras.layers
+    if norm == "bn":
+        return fw.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
+    if norm == "brn":
+        return fw.BatchNormalization(momentum=momentum, epsilon=epsilon, renorm=True, name=name)
+    if norm == "gn":
+        return L.GroupNormalization(groups=8, epsilon=epsilon, name=name)
+    if norm == "ln":
+        return L.LayerNormalization(axis=[1, 2, 3] if rank == 4 else -1, epsilon=epsilon, name=name)
+    if norm == "none":
+        return None
+    raise UserError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+
+
+def is_batch_norm(layer) -> bool:
+    """True for BatchNormalization of any flavour (including renorm)."""
+    return type(layer).__name__ == "BatchNormalization"
+
+
+def _sequential_layers(fw, name, norm, momentum, epsilon):
+    """(layer, is_bn) pairs of a plain feed-forward architecture."""
+    L = fw.keras.layers
+    out = []
+
+    def block(layer, rank, tag):
+        out.append((layer, False))
+        n = norm_layer(fw, norm, momentum, epsilon, f"{tag}_norm", rank)
+        if n is not None:
+            out.append((n, is_batch_norm(n)))
+        out.append((L.Activation("relu", name=f"{tag}_relu"), False))
+
+    if name == "small_cnn":
+        block(L.Conv2D(16, 3, padding="same", use_bias=norm == "none", name="conv1"), 4, "conv1")
+        out.append((L.MaxPooling2D(name="pool1"), False))
+        block(L.Conv2D(32, 3, padding="same", use_bias=norm == "none", name="conv2"), 4, "conv2")
+        out.append((L.MaxPooling2D(name="pool2"), False))
+        out.append((L.Flatten(name="flatten"), False))
+        block(L.Dense(64, use_bias=norm == "none", name="fc1"), 2, "fc1")
+    elif name == "mlp":
+        out.append((L.Flatten(name="flatten"), False))
+        block(L.Dense(128, use_bias=norm == "none", name="fc1"), 2, "fc1")
+        block(L.Dense(64, use_bias=norm == "none", name="fc2"), 2, "fc2")
+    else:
+        raise UserError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    return out
+
+
+def build(fw, name: str, input_shape, num_classes: int, norm: str = "bn", momentum: float = 0.99,
+          epsilon: float = 1e-3, bn_training=None, flag_style: str = "functional", model_name: str | None = None):
+    """A Keras model returning logits. See the module docstring for `bn_training` and `flag_style`."""
+    if flag_style not in FLAG_STYLES:
+        raise UserError(f"unknown model.flag_style {flag_style!r}; valid: {', '.join(FLAG_STYLES)}")
+    keras = fw.keras
+    if name == "resnet_tiny":
+        if flag_style != "functional":
+            raise UserError("model=resnet_tiny is built functionally only; use model.flag_style=functional")
+        return _resnet_tiny(fw, input_shape, num_classes, norm, momentum, epsilon, bn_training, model_name)
+    layers = _sequential_layers(fw, name, norm, momentum, epsilon)
+    head = keras.layers.Dense(num_classes, name="logits")
+    if flag_style == "subclass":
+        return _subclassed(keras, layers, head, bn_training, input_shape, model_name or name)
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for layer, bn in layers:
+        x = layer(x, training=bn_training) if bn and bn_training is not None else layer(x)
+    return keras.Model(inputs, head(x), name=model_name or name)
+
+
+def _subclassed(keras, layers, head, bn_training, input_shape, name):
+    class FlagModel(keras.Model):
+        """BN's training flag is fixed inside call(), the way users hard-code it in subclassed models."""
+
+        def __init__(self):
+            super().__init__(name=name)
+            self.body = [layer for layer, _ in layers]
+            self.is_bn = [bn for _, bn in layers]
+            self.head = head
+
+        def call(self, x, training=None):
+            for layer, bn in zip(self.body, self.is_bn):
+                if bn:
+                    x = layer(x, training=bn_training if bn_training is not None else training)
+                else:
+                    x = layer(x)
+            return self.head(x)
+
+    model = FlagModel()
+    model.build((None, *input_shape))
+    model(keras.ops.zeros((1, *input_shape)) if hasattr(keras, "ops") else _zeros(input_shape))
+    return model
+
+
+def _zeros(input_shape):
+    import numpy as np
+
+    return np.zeros((1, *input_shape), np.float32)
+
+
+def _resnet_tiny(fw, input_shape, num_classes, norm, momentum, epsilon, bn_training, model_name):
+    keras = fw.keras
+    L = keras.layers
+    count = iter(range(1000))
+
+    def normed(x, rank=4):
+        n = norm_layer(fw, norm, momentum, epsilon, f"norm{next(count)}", rank)
+        if n is None:
+            return x
+        return n(x, training=bn_training) if is_batch_norm(n) and bn_training is not None else n(x)
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = L.Activation("relu")(normed(L.Conv2D(16, 3, padding="same", use_bias=norm == "none")(inputs)))
+    for stage, filters in enumerate((16, 32, 64)):
+        stride = 1 if stage == 0 else 2
+        y = L.Activation("relu")(normed(L.Conv2D(filters, 3, strides=stride, padding="same",
+                                                 use_bias=norm == "none")(x)))
+        y = normed(L.Conv2D(filters, 3, padding="same", use_bias=norm == "none")(y))
+        if stride != 1 or x.shape[-1] != filters:
+            x = normed(L.Conv2D(filters, 1, strides=stride, use_bias=norm == "none")(x))
+        x = L.Activation("relu")(L.Add()([x, y]))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(num_classes, name="logits")(x), name=model_name or "resnet_tiny")
+
+
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization layer in `model`, nested models included, in call order."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if is_batch_norm(layer):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(batch_norm_layers(layer))
+    return found

@@ -1,0 +1,134 @@
+"""Remedy R1, precise BN (Wu & Johnson 2021; fvcore's `update_bn_stats`).
+
+After training, freeze the weights, run the model over N training batches with every BN layer in
+training mode, record each layer's per-batch mean and variance of its input, and replace the
+exponential moving averages by their plain average over the N batches. The variance can be the biased
+per-batch estimate (what Keras' moving variance averages) or the unbiased one, m/(m-1) times it, with
+m the number of values per channel in a batch (claim C12).
+
+Works for any Keras flavour and any model structure (nested bases, subclassed models): each BN
+layer's `call` is wrapped for the duration of the pass, so its actual inputs are seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bnexp.models import batch_norm_layers
+
+
+@dataclass
+class LayerStats:
+    """Population statistics of one BN layer's input, from `batches` batches of `m` values per channel."""
+
+    name: str
+    mean: np.ndarray
+    var_biased: np.ndarray
+    m: int
+    batches: int
+
+    @property
+    def var_unbiased(self) -> np.ndarray:
+        return self.var_biased * self.m / max(self.m - 1, 1)
+
+    def var(self, unbiased: bool) -> np.ndarray:
+        return self.var_unbiased if unbiased else self.var_biased
+
+
+@dataclass
+class Recompute:
+    """What a precise-BN recomputation cost and produced."""
+
+    layers: list[LayerStats] = field(default_factory=list)
+    forward_passes: int = 0
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def _recording(bn_layers, sink):
+    """Wrap each BN layer's call: record batch moments of its input, force batch statistics."""
+    saved = []
+    for i, layer in enumerate(bn_layers):
+        original = layer.call
+
+        def wrapped(inputs, training=None, _i=i, _orig=original, **kwargs):
+            flat = np.asarray(inputs, np.float64).reshape(-1, inputs.shape[-1])
+            sink[_i].append((flat.mean(0), flat.var(0), flat.shape[0]))
+            return _orig(inputs, training=True, **kwargs)
+
+        saved.append((layer, layer.trainable))
+        layer.trainable = True  # a frozen BN layer would otherwise ignore training=True
+        layer.call = wrapped
+    try:
+        yield
+    finally:
+        for layer, trainable in saved:
+            del layer.call  # back to the class's method
+            layer.trainable = trainable
+
+
+def _moving_vars(layer):
+    return layer.moving_mean, layer.moving_variance
+
+
+def population_stats(model, batches, max_batches: int | None = None) -> Recompute:
+    """Population statistics of every BN layer's input over `batches` (images only, or (x, y) pairs).
+
+    The model's moving statistics are left exactly as they were.
+    """
+    bns = batch_norm_layers(model)
+    sink: dict[int, list] = {i: [] for i in range(len(bns))}
+    before = [[np.array(v) for v in _moving_vars(layer)] for layer in bns]
+    out = Recompute()
+    start = time.perf_counter()
+    with _recording(bns, sink):
+        for n, batch in enumerate(batches):
+            if max_batches is not None and n >= max_batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x, training=True)
+            out.forward_passes += 1
+    out.seconds = time.perf_counter() - start
+    for layer, values in zip(bns, before):  # undo the updates the training-mode pass made
+        for var, value in zip(_moving_vars(layer), values):
+            var.assign(value)
+    for i, layer in enumerate(bns):
+        rows = sink[i]
+        if not rows:
+            raise RuntimeError(f"BN layer {layer.name} saw no input; is it reachable from the model's call?")
+        m = min(r[2] for r in rows)
+        out.layers.append(LayerStats(layer.name, np.mean([r[0] for r in rows], 0), np.mean([r[1] for r in rows], 0),
+                                     m, len(rows)))
+    return out
+
+
+def apply(model, stats: Recompute, unbiased: bool = False) -> None:
+    """Write recomputed statistics into the BN layers' moving mean and variance."""
+    for layer, s in zip(batch_norm_layers(model), stats.layers):
+        layer.moving_mean.assign(s.mean.astype(np.float32))
+        layer.moving_variance.assign(s.var(unbiased).astype(np.float32))
+
+
+def recompute(model, batches, unbiased: bool = False, max_batches: int | None = None) -> Recompute:
+    """Precise BN: replace every BN layer's moving statistics by population statistics."""
+    stats = population_stats(model, batches, max_batches)
+    apply(model, stats, unbiased)
+    return stats
+
+
+@contextlib.contextmanager
+def swapped(model, stats: Recompute, unbiased: bool = False):
+    """Use recomputed statistics inside the block, then put the moving statistics back."""
+    bns = batch_norm_layers(model)
+    saved = [[np.array(v) for v in _moving_vars(layer)] for layer in bns]
+    apply(model, stats, unbiased)
+    try:
+        yield
+    finally:
+        for layer, values in zip(bns, saved):
+            for var, value in zip(_moving_vars(layer), values):
+                var.assign(value)

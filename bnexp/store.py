@@ -1,0 +1,156 @@
+"""The run store: one folder per run, written atomically, read back as a table.
+
+    <results_dir>/runs/<scenario>/<run_id>/metrics.json   the record (last thing written)
+                                           config.yaml    the resolved config
+                                           history.csv    training log, if any
+                                           log.txt        the child process' output
+
+A run is built in a sibling temp folder and renamed into place, so a reader sees a whole record or
+none, and a killed run leaves only a temp folder that the next start removes. The run id is a hash of
+the resolved config minus what cannot change the numbers (paths, launcher, timeouts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+from bnexp.errors import UserError
+
+# Config keys that do not change a run's numbers, so they are not part of its identity.
+NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s")
+RECORD = "metrics.json"
+
+
+def identity(cfg: dict) -> dict:
+    """The part of a resolved config (plain dict) that defines a run."""
+    out = json.loads(json.dumps(cfg, default=str))
+    for key in NOT_IDENTITY:
+        node, *rest = key.split(".")
+        if not rest:
+            out.pop(node, None)
+        elif isinstance(out.get(node), dict):
+            out[node].pop(rest[0], None)
+    return out
+
+
+def run_id(cfg: dict) -> str:
+    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'bn': {'momentum': 0.9}} -> {'bn.momentum': 0.9}; lists become JSON strings."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Store:
+    def __init__(self, results_dir: str | os.PathLike):
+        self.root = Path(results_dir)
+        self.runs = self.root / "runs"
+
+    def check_writable(self) -> None:
+        """Fail fast, before any training, if records could not be written."""
+        try:
+            self.runs.mkdir(parents=True, exist_ok=True)
+            probe = self.runs / f".write-test-{uuid.uuid4().hex}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"results folder {self.root} is not writable ({e.strerror}); choose another with "
+                            f"paths.results_dir=... or fix its permissions") from None
+
+    def path(self, scenario: str, rid: str) -> Path:
+        return self.runs / scenario / rid
+
+    def get(self, scenario: str, rid: str) -> dict | None:
+        """The stored record, or None if there is none or it is unreadable (then it is reported)."""
+        f = self.path(scenario, rid) / RECORD
+        if not f.exists():
+            return None
+        try:
+            return json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            print(f"bnexp: corrupt record {f} ({e}); the run will be redone", file=sys.stderr)
+            return None
+
+    def begin(self, scenario: str, rid: str) -> Path:
+        """A fresh temp folder where a run writes its files before `commit`."""
+        parent = self.runs / scenario
+        parent.mkdir(parents=True, exist_ok=True)
+        self.clean_stale(parent)
+        tmp = parent / f".tmp-{rid}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        tmp.mkdir()
+        return tmp
+
+    def commit(self, tmp: Path, scenario: str, rid: str, record: dict) -> Path:
+        """Write the record into `tmp` (fsynced), then rename the folder into place atomically."""
+        _write_atomic(tmp / RECORD, json.dumps(record, indent=1, sort_keys=True, default=str))
+        final = self.path(scenario, rid)
+        if final.exists():  # a failed or corrupt earlier attempt: move it aside, then replace
+            old = final.with_name(f".old-{rid}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        return final
+
+    def clean_stale(self, parent: Path) -> None:
+        """Remove temp folders left by runs whose process is gone (killed, machine rebooted)."""
+        for p in parent.glob(".*-*-*"):
+            if p.name.startswith((".tmp-", ".old-")):
+                try:
+                    pid = int(p.name.split("-")[2])
+                except (IndexError, ValueError):
+                    continue
+                if not _pid_alive(pid):
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def records(self, scenario: str | None = None) -> list[dict]:
+        """Every readable record (corrupt ones are reported and left out)."""
+        pattern = f"{scenario}/*/{RECORD}" if scenario else f"*/*/{RECORD}"
+        out = []
+        for f in sorted(self.runs.glob(pattern)):
+            try:
+                out.append(json.loads(f.read_text()))
+            except (OSError, ValueError) as e:
+                print(f"bnexp: corrupt record {f} ({e}); rerun its scenario to redo it", file=sys.stderr)
+        return out
+
+    def table(self, scenario: str | None = None):
+        """All records as a pandas DataFrame, one row per run."""
+        import pandas as pd
+
+        return pd.DataFrame(self.records(scenario))

@@ -1,0 +1,51 @@
+"""Training with plain Keras `fit`, in a few logged chunks, so the harness adds nothing per step."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from bnexp.errors import Diverged, UserError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def optimizer(fw, name: str, lr: float):
+    """adam, or sgd with Nesterov-free momentum 0.9."""
+    if name == "adam":
+        return fw.keras.optimizers.Adam(learning_rate=lr)
+    if name == "sgd":
+        return fw.keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+    raise UserError(f"unknown train.optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def compile_model(fw, model, opt_name: str, lr: float) -> None:
+    model.compile(optimizer=optimizer(fw, opt_name, lr),
+                  loss=fw.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+
+
+def chunks(steps: int, most: int = 10) -> tuple[int, int]:
+    """(epochs, steps_per_epoch) with epochs * steps_per_epoch == steps and at most `most` epochs."""
+    epochs = max(d for d in range(1, min(most, steps) + 1) if steps % d == 0)
+    return epochs, steps // epochs
+
+
+def fit(model, ds, steps: int, log_points: int = 10, history: list | None = None, verbose: int = 0) -> dict:
+    """`model.fit` for exactly `steps` optimizer steps on a dataset of at least `steps` batches.
+
+    Returns acc_train_fit (the accuracy Keras' progress bar shows at the end: the mean over the last
+    logged chunk of steps), the final loss, steps and steps/s. Raises Diverged on a non-finite loss.
+    """
+    epochs, per_epoch = chunks(steps, log_points)
+    start = time.perf_counter()
+    h = model.fit(ds, epochs=epochs, steps_per_epoch=per_epoch, verbose=verbose)
+    seconds = time.perf_counter() - start
+    rows = [{"step": (e + 1) * per_epoch, **{k: float(v[e]) for k, v in h.history.items()}} for e in range(epochs)]
+    if history is not None:
+        history.extend(rows)
+    last = rows[-1]
+    if not all(math.isfinite(r["loss"]) for r in rows):
+        raise Diverged(f"loss became {last['loss']} by step {last['step']} (lower train.lr or use norm=bn)")
+    return {"acc_train_fit": last["accuracy"], "loss_final": last["loss"], "steps": steps,
+            "steps_per_s": steps / seconds, "fit_s": seconds}

@@ -1,0 +1,1 @@
+"""One module per scenario: the protocol (what is trained, what is measured). Each defines run(cfg, ctx)."""
