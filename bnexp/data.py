@@ -97,8 +97,10 @@ def _from_tfds(builder) -> Arrays:
 
     out = {}
     for split, (xk, yk) in {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}.items():
-        x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-        out[xk], out[yk] = np.asarray(x, np.uint8), np.asarray(y, np.int64)
+        ds = builder.as_dataset(split=split, as_supervised=True).batch(10_000)
+        parts = list(tfds.as_numpy(ds))
+        out[xk] = np.concatenate([p[0] for p in parts]).astype(np.uint8)
+        out[yk] = np.concatenate([p[1] for p in parts]).astype(np.int64)
     return Arrays(**out)
 
 

@@ -115,16 +115,11 @@ def _subclassed(keras, layers, head, bn_training, input_shape, name):
                     x = layer(x)
             return self.head(x)
 
-    model = FlagModel()
-    model.build((None, *input_shape))
-    model(keras.ops.zeros((1, *input_shape)) if hasattr(keras, "ops") else _zeros(input_shape))
-    return model
-
-
-def _zeros(input_shape):
     import numpy as np
 
-    return np.zeros((1, *input_shape), np.float32)
+    model = FlagModel()
+    model(np.zeros((1, *input_shape), np.float32))  # create the weights
+    return model
 
 
 def _resnet_tiny(fw, input_shape, num_classes, norm, momentum, epsilon, bn_training, model_name):

@@ -72,7 +72,10 @@ def _recording(bn_layers, sink):
 
 
 def _moving_vars(layer):
-    return layer.moving_mean, layer.moving_variance
+    """Every statistic a training-mode call updates: moving mean and variance, plus Batch
+    Renormalization's moving_stddev, renorm_mean and renorm_stddev where the layer has them."""
+    extra = [getattr(layer, n, None) for n in ("moving_stddev", "renorm_mean", "renorm_stddev")]
+    return [layer.moving_mean, layer.moving_variance, *(v for v in extra if v is not None)]
 
 
 def population_stats(model, batches, max_batches: int | None = None) -> Recompute:

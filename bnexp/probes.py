@@ -20,7 +20,7 @@ from bnexp.models import batch_norm_layers
 @contextlib.contextmanager
 def moving_stats_kept(model):
     """Restore every BN layer's moving statistics on exit (a training-mode call updates them)."""
-    saved = [(v, np.array(v)) for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
+    saved = [(v, np.array(v)) for layer in batch_norm_layers(model) for v in precise_bn._moving_vars(layer)]
     try:
         yield
     finally:

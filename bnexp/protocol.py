@@ -30,9 +30,11 @@ def precise_stats(cfg, model, d: data.Prepared) -> precise_bn.Recompute:
     return precise_bn.population_stats(model, batches)
 
 
-def decompose(cfg, model, d: data.Prepared, precise: bool = True, prefix: str = "") -> dict:
+def decompose(cfg, model, d: data.Prepared, precise: bool = True, prefix: str = "",
+              stats: precise_bn.Recompute | None = None) -> dict:
     """Accuracy on train and test data with batch statistics, moving statistics and, if the model has
-    BN layers and `precise`, recomputed population statistics (R1) plus its cost and stat errors."""
+    BN layers and `precise`, recomputed population statistics (R1) plus its cost and stat errors.
+    `stats`: R1 statistics already computed with `precise_stats` (reused instead of recomputed)."""
     bs = int(cfg.probe.eval_batch_size)
     out = {}
     for split, x, y in (("train", d.x_train[: len(d.x_test)], d.y_train[: len(d.y_test)]),
@@ -41,7 +43,7 @@ def decompose(cfg, model, d: data.Prepared, precise: bool = True, prefix: str = 
         out[f"acc_{split}_moving"] = probes.accuracy(model, x, y, False, bs)
     out["gap_test"] = out["acc_test_batchstats"] - out["acc_test_moving"]
     if precise and models.batch_norm_layers(model):
-        stats = precise_stats(cfg, model, d)
+        stats = stats if stats is not None else precise_stats(cfg, model, d)
         out["acc_train_precise"] = probes.accuracy_precise(model, d.x_train[: len(d.x_test)],
                                                            d.y_train[: len(d.y_test)], stats, batch_size=bs)
         out["acc_test_precise"] = probes.accuracy_precise(model, d.x_test, d.y_test, stats, batch_size=bs)

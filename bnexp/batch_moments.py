@@ -1,0 +1,115 @@
+"""Record every BN layer's batch moments during `fit`, and replay its moving averages for any momentum.
+
+Keras BN in training mode normalizes with the batch's own mean and variance; the moving averages
+are only written, never read, so the weights follow the same trajectory whatever the momentum. What
+the momentum changes is only how the per-step batch moments are folded into the moving statistics:
+
+    moving <- moving * momentum + batch * (1 - momentum)      (Keras 3; tf-keras alike, see below)
+
+`Recorder` wraps each BN layer's `call` while it is active and writes the mean and the biased
+variance (tf.nn.moments, what Keras 3 uses) of the layer's input into a per-layer buffer inside the
+training graph, one row per training-mode call. `replay` then recomputes the moving statistics a
+given momentum would have produced, in float32 like the layers do. The replay is checked against the
+layers' own moving statistics at the momentum actually trained (tf-keras' fused conv BN folds the
+unbiased batch variance into its moving variance, a relative difference of 1/(m-1) per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from bnexp import precise_bn
+from bnexp.models import batch_norm_layers
+
+
+def resolve_momentum(value, batches: int) -> float:
+    """A momentum value from a config: a number in [0, 1), or `exp` for the rule exp(-1/B)."""
+    if isinstance(value, str) and value.strip().lower() == "exp":
+        return math.exp(-1.0 / batches)
+    return float(value)
+
+
+class Recorder:
+    """Per-step batch moments of every BN layer's input in `model`, for up to `capacity` steps."""
+
+    def __init__(self, model, capacity: int):
+        import tensorflow as tf
+
+        self.layers = batch_norm_layers(model)
+        self.capacity = int(capacity)
+        channels = [int(np.asarray(layer.moving_mean).shape[0]) for layer in self.layers]
+        self.mean = [tf.Variable(tf.zeros((self.capacity, c)), trainable=False) for c in channels]
+        self.var = [tf.Variable(tf.zeros((self.capacity, c)), trainable=False) for c in channels]
+        self.count = [tf.Variable(0, dtype=tf.int32, trainable=False) for _ in channels]
+
+    @contextlib.contextmanager
+    def active(self):
+        """Inside the block every training-mode call of a BN layer records its batch moments."""
+        for i, layer in enumerate(self.layers):
+            layer.call = self._wrap(i, layer.call)
+        try:
+            yield self
+        finally:
+            for layer in self.layers:
+                del layer.call  # back to the class's method
+
+    def _wrap(self, i: int, original):
+        import tensorflow as tf
+
+        def wrapped(inputs, training=None, **kwargs):
+            if training is True or (isinstance(training, (int, np.integer)) and training == 1):
+                x = tf.cast(inputs, tf.float32)
+                mean, var = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))
+                row = tf.minimum(self.count[i], self.capacity - 1)
+                self.mean[i].scatter_nd_update([[row]], [mean])
+                self.var[i].scatter_nd_update([[row]], [var])
+                self.count[i].assign_add(1)
+            return original(inputs, training=training, **kwargs)
+
+        return wrapped
+
+    @property
+    def steps(self) -> int:
+        """Training-mode calls recorded (the same for every layer in a plain model)."""
+        return min(int(c.numpy()) for c in self.count) if self.count else 0
+
+    def moments(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(mean, biased variance) arrays of shape (steps, channels), per BN layer, in call order."""
+        n = min(self.steps, self.capacity)
+        return [(np.asarray(m)[:n], np.asarray(v)[:n]) for m, v in zip(self.mean, self.var)]
+
+
+def replay(moments, initial: dict[str, np.ndarray], layers, momentum: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Moving (mean, variance) per layer after folding in every recorded step with `momentum`."""
+    keep, fold = np.float32(momentum), np.float32(1.0 - momentum)
+    out = []
+    for layer, (means, variances) in zip(layers, moments):
+        mm = initial[f"{layer.name}.moving_mean"].astype(np.float32)
+        mv = initial[f"{layer.name}.moving_variance"].astype(np.float32)
+        for bm, bv in zip(means, variances):
+            mm = mm * keep + bm * fold
+            mv = mv * keep + bv * fold
+        out.append((mm, mv))
+    return out
+
+
+def as_stats(layers, stats: list[tuple[np.ndarray, np.ndarray]], steps: int) -> precise_bn.Recompute:
+    """Replayed moving statistics in the form precise_bn.swapped / probes.stat_errors take."""
+    rec = precise_bn.Recompute()
+    rec.layers = [precise_bn.LayerStats(layer.name, m.astype(np.float64), v.astype(np.float64), 2, steps)
+                  for layer, (m, v) in zip(layers, stats)]
+    return rec
+
+
+def max_error(layers, stats: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """How far `stats` are from the layers' own moving statistics, worst channel of any layer:
+    (|mean - moving mean| in units of the moving std, |var - moving var| / moving var)."""
+    worst_mean = worst_var = 0.0
+    for layer, (m, v) in zip(layers, stats):
+        lm, lv = np.asarray(layer.moving_mean, np.float64), np.asarray(layer.moving_variance, np.float64)
+        worst_mean = max(worst_mean, float(np.max(np.abs(m - lm) / np.sqrt(lv + 1e-12))))
+        worst_var = max(worst_var, float(np.max(np.abs(v - lv) / (lv + 1e-12))))
+    return worst_mean, worst_var
