@@ -92,7 +92,8 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
                 resolved = OmegaConf.to_container(cfg, resolve=True)
                 config_check.validate(resolved)
                 points.append(Point(name, run_id(resolved)))
-    return sweep, multirun, points
+    unique = list(dict.fromkeys((p.scenario, p.run_id) for p in points))  # an override may collapse a grid axis
+    return sweep, multirun, [Point(*p) for p in unique]
 
 
 def _launch(overrides: list[str]) -> subprocess.Popen:

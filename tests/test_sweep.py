@@ -1,0 +1,95 @@
+"""Real multiruns in subprocesses: the sweep command end to end, kill -9 and resume, submitit_local."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, TINY, bnexp, bnexp_env, records
+
+# The quick momentum grid (4 runs, 1 seed) on little data; train.batches stays the grid's own (10, 30).
+SMALL = [o for o in TINY if not o.startswith("train.batches=")]
+SWEEP = ["sweep", "sweep=quick", "scenarios=momentum", *SMALL]
+
+
+def _start_sweep(results, cache_dir):
+    return subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, f"paths.results_dir={results}"], cwd=ROOT,
+                            env=bnexp_env(cache_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _assert_complete(results, n=4):
+    recs = records(results, "momentum")
+    assert len(recs) == n and len({r["run_id"] for r in recs}) == n
+    assert all(r["status"] == "ok" for r in recs)
+    leftovers = [p for p in (results / "runs" / "momentum").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def _kill_after_records(results, cache_dir, wanted: int, extra_delay: float):
+    proc = _start_sweep(results, cache_dir)
+    deadline = time.time() + 240
+    while len(records(results, "momentum")) < wanted and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(extra_delay)
+    os.killpg(proc.pid, signal.SIGKILL)  # what a crash or kill -9 of the whole sweep does
+    proc.wait()
+    time.sleep(1)  # children die with their parent (PR_SET_PDEATHSIG)
+
+
+def test_sweep_killed_midway_resumes_without_loss_or_duplicates(tmp_path, cache_dir):
+    results = tmp_path / "r"
+    _kill_after_records(results, cache_dir, wanted=1, extra_delay=0)
+    done_before = {r["run_id"]: r["started_at"] for r in records(results, "momentum")}
+    assert 1 <= len(done_before) < 4
+    out = bnexp(SWEEP, results, cache_dir).stdout
+    assert f"{len(done_before)} already done" in out
+    _assert_complete(results)
+    after = {r["run_id"]: r["started_at"] for r in records(results, "momentum")}
+    assert all(after[k] == v for k, v in done_before.items())  # finished runs were not redone
+    assert (results / "report.md").exists()
+    meta = json.loads((results / "sweeps" / "quick.json").read_text())
+    assert meta["runs"] == 4 and meta["already_done"] == len(done_before) and meta["seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killer_seed", [1, 2, 3])
+def test_sweep_killed_at_random_points(tmp_path, cache_dir, killer_seed):
+    import random
+
+    rnd = random.Random(killer_seed)
+    results = tmp_path / "r"
+    _kill_after_records(results, cache_dir, wanted=rnd.randint(0, 2), extra_delay=rnd.uniform(0, 8))
+    for rec in records(results, "momentum"):
+        assert rec["status"] in ("ok", "failed", "diverged")
+    bnexp(SWEEP, results, cache_dir)
+    _assert_complete(results)
+
+
+def test_sweep_with_a_failing_run_finishes_the_others_and_exits_nonzero(tmp_path, cache_dir):
+    """Every run times out (train.timeout_s=1): each failure is recorded and the sweep still goes through
+    every grid point, then lists the failures and exits 1."""
+    proc = bnexp([*SWEEP, "train.timeout_s=1"], tmp_path / "r",
+                 cache_dir, check=False)
+    assert proc.returncode == 1
+    assert "failures:" in proc.stderr and "timeout" in proc.stderr
+    assert len(records(tmp_path / "r", "momentum")) == 4
+
+
+def test_submitit_local_launcher_runs_two_jobs(tmp_path, cache_dir):
+    bnexp(["run", "-m", "scenario=momentum", "seed=0,1", "hydra/launcher=submitit_local", *TINY],
+          tmp_path / "r", cache_dir)
+    recs = records(tmp_path / "r", "momentum")
+    assert sorted(r["seed"] for r in recs) == [0, 1] and all(r["status"] == "ok" for r in recs)
+
+
+def test_unknown_sweep_or_scenario_is_a_clear_error(tmp_path, cache_dir):
+    proc = bnexp(["sweep", "sweep=huge"], tmp_path / "r", cache_dir, check=False)
+    assert proc.returncode == 2 and "cannot compose sweep=huge" in proc.stderr and "quick" in proc.stderr
+    proc = bnexp(["sweep", "scenarios=nosuch"], tmp_path / "r", cache_dir, check=False)
+    assert proc.returncode == 2 and "no grid for nosuch" in proc.stderr
+
