@@ -3,7 +3,9 @@ decomposition (batch statistics vs moving statistics vs precise-BN population st
 
 from __future__ import annotations
 
-from bnexp import data, models, precise_bn, probes, training
+import time
+
+from bnexp import PROCESS_START, data, models, precise_bn, probes, training
 
 
 def build_model(cfg, ctx, d: data.Prepared, **overrides):
@@ -20,7 +22,9 @@ def train(cfg, ctx, model, d: data.Prepared, steps: int | None = None, seed_offs
     steps = int(cfg.train.batches if steps is None else steps)
     training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr))
     ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
-    return training.fit(model, ds, steps, history=ctx.history, verbose=int(cfg.get("verbose", 0)))
+    started = time.perf_counter() - PROCESS_START
+    return {**training.fit(model, ds, steps, history=ctx.history, verbose=int(cfg.get("verbose", 0))),
+            "to_first_step_s": started}
 
 
 def precise_stats(cfg, model, d: data.Prepared) -> precise_bn.Recompute:

@@ -1,0 +1,191 @@
+"""`make bench` (python -m bnexp.bench): the harness' costs, as ratios measured side by side in one run.
+
+1. Training-step overhead: the harness' training path (bnexp.protocol.train: tf.data pipeline + chunked
+   model.fit) vs a plain `model.fit(x, y)` on the same model, data and batch size; repetitions
+   interleaved; the median ratio.                                     goal <= 1.05
+2. Fixed cost of a run: a fresh `python -m bnexp run` (1 training step, warm data cache) until its record
+   is written, and the child's time from process start to the first training step.   goal < 6 s
+3. Sweep throughput: runs per minute of a small sweep with 1 vs 2 parallel workers (scaling ratio), and
+   peak memory per worker.                                            goal < 2 GiB per worker
+4. Precise BN: one recomputation (probe.precise_batches batches) vs one training epoch.
+
+Results go to stdout and results/bench.md (with date and machine). Run `python -m bnexp.bench --only 1,2`
+for a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["data.train_size=2048", "data.test_size=512", "probe.precise_batches=20"]
+
+
+def _env(cache: Path, jobs: int = 2) -> dict:
+    env = dict(os.environ, BNEXP_CACHE=str(cache), BNEXP_JOBS=str(jobs), PYTHONPATH=str(ROOT))
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    return env
+
+
+def _cli(args: list[str], cache: Path, jobs: int = 2) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bnexp", *args], cwd=ROOT, env=_env(cache, jobs), check=True,
+                   capture_output=True, text=True)
+    return time.perf_counter() - start
+
+
+def _records(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in results.glob("runs/*/*/metrics.json")]
+
+
+def step_overhead(reps: int, steps: int, batch_size: int = 64) -> dict:
+    """Median time ratio harness/plain for `steps` optimizer steps, after a warm-up of each."""
+    from omegaconf import OmegaConf
+
+    from bnexp import data, models, protocol, training
+    from bnexp.child import Context
+    from bnexp.semantics import activate
+
+    fw = activate("keras3")
+    fw.set_seed(0)
+    cfg = OmegaConf.create({"train": {"batches": steps, "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3},
+                            "seed": 0, "verbose": 0})
+    arrays = data.load("fashion_mnist", "/usr/share/datasets/fashion-mnist", None, Path.home() / ".cache/bnexp")
+    x = data.scale(arrays.x_train[: steps * batch_size], "unit")
+    y = arrays.y_train[: steps * batch_size]
+    d = data.Prepared(x, y, x[:10], y[:10], 10)
+    ctx = Context(fw, cfg, Path(tempfile.mkdtemp()), Path.home(), "cpu")
+
+    def fresh():
+        m = models.build(fw, "small_cnn", (28, 28, 1), 10)
+        training.compile_model(fw, m, "adam", 1e-3)
+        return m
+
+    harness_model, plain_model = fresh(), fresh()
+    protocol.train(cfg, ctx, harness_model, d)  # warm-up: tracing and pipeline start-up
+    plain_model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    harness, plain = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        protocol.train(cfg, ctx, harness_model, d)
+        harness.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        plain_model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        plain.append(time.perf_counter() - t)
+    ratios = [h / p for h, p in zip(harness, plain)]
+    return {"ratio_median": statistics.median(ratios), "ratios": ratios, "steps": steps,
+            "plain_steps_per_s": steps / statistics.median(plain)}
+
+
+def fixed_cost(reps: int, cache: Path) -> dict:
+    """Fresh process -> record written, for a 1-step run with a warm data cache."""
+    walls, to_first_step = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        _cli(["run", "scenario=momentum", *SMALL, "train.batches=1", f"paths.results_dir={tmp}/warm"], cache)
+        for i in range(reps):
+            walls.append(_cli(["run", "scenario=momentum", *SMALL, "train.batches=1", f"seed={100 + i}",
+                               f"paths.results_dir={tmp}/r"], cache))
+        recs = _records(Path(tmp) / "r")
+        to_first_step = [r["to_first_step_s"] for r in recs if "to_first_step_s" in r]
+        probes_s = [r["child_s"] - r["to_first_step_s"] - r["fit_s"] for r in recs if "to_first_step_s" in r]
+    return {"wall_median_s": statistics.median(walls), "walls": walls,
+            "to_first_step_median_s": statistics.median(to_first_step) if to_first_step else None,
+            "after_fit_probes_median_s": statistics.median(probes_s) if probes_s else None}
+
+
+def sweep_throughput(cache: Path) -> dict:
+    """sweep=quick for the momentum scenario (4 runs) with 1 and with 2 parallel workers."""
+    out = {}
+    for jobs in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds = _cli(["sweep", "sweep=quick", "scenarios=momentum", *SMALL, f"paths.results_dir={tmp}"],
+                           cache, jobs)
+            recs = _records(Path(tmp))
+            out[jobs] = {"runs": len(recs), "seconds": seconds, "runs_per_min": 60 * len(recs) / seconds,
+                         "peak_rss_mb": max(r.get("peak_rss_mb") or 0 for r in recs)}
+    out["scaling"] = out[2]["runs_per_min"] / out[1]["runs_per_min"]
+    return out
+
+
+def precise_cost(cache: Path) -> dict:
+    """One precise-BN recomputation vs one training epoch, from a default momentum run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _cli(["run", "scenario=momentum", "train.batches=300", f"paths.results_dir={tmp}"], cache)
+        rec = _records(Path(tmp))[0]
+    epoch_s = (60000 / rec["train.batch_size"]) / rec["steps_per_s"]
+    return {"precise_batches": rec["precise_forward_passes"], "precise_s": rec["precise_s"],
+            "epoch_s_estimated": epoch_s, "ratio": rec["precise_s"] / epoch_s}
+
+
+def _markdown(res: dict) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# bnexp benchmarks", "",
+             f"Measured {now} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()} "
+             "by `make bench` (`python -m bnexp.bench`). Ratios are comparable across machines; seconds are not.", "",
+             "| measure | value | goal |", "|---|---|---|"]
+    if "overhead" in res:
+        o = res["overhead"]
+        lines.append(f"| training step time, harness / plain `model.fit` (median of {len(o['ratios'])} interleaved "
+                     f"pairs, {o['steps']} steps) | {o['ratio_median']:.3f} | <= 1.05 |")
+    if "fixed" in res:
+        f = res["fixed"]
+        lines.append(f"| fresh `python -m bnexp run` to record written, 1 step, warm cache (median of "
+                     f"{len(f['walls'])}) | {f['wall_median_s']:.1f} s | < 6 s |")
+        if f["to_first_step_median_s"] is not None:
+            lines.append(f"| child process start to first training step (median) | {f['to_first_step_median_s']:.1f} s | |")
+            lines.append(f"| after fit: probes + precise BN (20 batches) + record (median) | "
+                         f"{f['after_fit_probes_median_s']:.1f} s | |")
+    if "sweep" in res:
+        s = res["sweep"]
+        lines.append(f"| sweep throughput, 1 worker | {s[1]['runs_per_min']:.1f} runs/min | |")
+        lines.append(f"| sweep throughput, 2 workers | {s[2]['runs_per_min']:.1f} runs/min | |")
+        lines.append(f"| scaling 2 vs 1 workers | {s['scaling']:.2f}x | |")
+        lines.append(f"| peak memory per worker (max child RSS) | {max(s[1]['peak_rss_mb'], s[2]['peak_rss_mb']):.0f} MiB "
+                     f"| < 2048 MiB |")
+    if "precise" in res:
+        p = res["precise"]
+        lines.append(f"| precise BN, {p['precise_batches']} batches, vs one training epoch | {p['ratio']:.2f}x "
+                     f"({p['precise_s']:.1f} s vs {p['epoch_s_estimated']:.1f} s) | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="1,2,3,4", help="which measures, e.g. 1,2")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench.md"))
+    args = ap.parse_args(argv)
+    only = set(args.only.split(","))
+    cache = Path(os.environ.get("BNEXP_CACHE", Path.home() / ".cache" / "bnexp"))
+    res = {}
+    if "2" in only:
+        print("fixed cost of a run ...", flush=True)
+        res["fixed"] = fixed_cost(max(3, args.reps // 2), cache)
+    if "3" in only:
+        print("sweep throughput, 1 vs 2 workers ...", flush=True)
+        res["sweep"] = sweep_throughput(cache)
+    if "4" in only:
+        print("precise BN cost ...", flush=True)
+        res["precise"] = precise_cost(cache)
+    if "1" in only:  # last: it imports TensorFlow into this process
+        print("training-step overhead ...", flush=True)
+        res["overhead"] = step_overhead(args.reps, steps=200)
+    text = _markdown(res)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
