@@ -95,9 +95,13 @@ def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
 
 
 def _metric(df: pd.DataFrame, expr: str) -> pd.Series:
+    """A column, or a pandas expression over columns; all-NaN (so: inconclusive) if neither exists."""
     if expr in df:
         return pd.to_numeric(df[expr], errors="coerce")
-    return pd.to_numeric(df.eval(expr), errors="coerce")
+    try:
+        return pd.to_numeric(df.eval(expr), errors="coerce")
+    except Exception:
+        return pd.Series(np.nan, index=df.index)
 
 
 def per_seed(df: pd.DataFrame, rule: dict) -> pd.Series:
