@@ -37,7 +37,6 @@ def draw(scenario: str, df: pd.DataFrame, folder: Path) -> list[tuple[Path, str]
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -50,7 +49,8 @@ def momentum_heatmaps(df: pd.DataFrame, folder: Path):
     if not need <= set(df.columns):
         return None
     scalings = sorted(df["data.scaling"].dropna().unique()) if "data.scaling" in df else ["all"]
-    fig, axes = plt.subplots(1, len(scalings), figsize=(4.2 * len(scalings), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(scalings), figsize=(4.2 * len(scalings), 3.6), squeeze=False,
+                             layout="constrained")
     for ax, s in zip(axes[0], scalings):
         sub = df[df["data.scaling"] == s] if s != "all" else df
         table = sub.pivot_table(index="bn.momentum", columns="train.batches", values="gap_test", aggfunc="mean")

@@ -50,18 +50,25 @@ def scenario_configs() -> dict[str, dict]:
     return out
 
 
-def factors(df: pd.DataFrame) -> list[str]:
-    """Config columns that vary across this scenario's runs (seed excluded)."""
-    config_cols = [c for c in df.columns if "." in c and not c.startswith(("stat.", "scenario."))] + ["semantics"]
-    out = []
-    for c in config_cols:
-        if c in df and c != "seed" and df[c].astype(str).nunique() > 1:
-            out.append(c)
-    return out
+def config_keys(scenario: str) -> set[str]:
+    """Flattened keys of the scenario's composed config: the columns of a record that are settings."""
+    from hydra import compose, initialize_config_dir
+
+    from bnexp.store import flatten, identity
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"scenario={scenario}"])
+    return set(flatten(identity(OmegaConf.to_container(cfg, resolve=True))))
 
 
-def metrics(df: pd.DataFrame, facs: list[str]) -> list[str]:
-    numeric = [c for c in df.columns if c not in META and c not in facs and "." not in c
+def factors(df: pd.DataFrame, keys: set[str]) -> list[str]:
+    """Settings that vary across this scenario's runs (seed excluded)."""
+    return [c for c in df.columns if c in keys and c != "seed" and not c.startswith("scenario.")
+            and df[c].astype(str).nunique() > 1]
+
+
+def metrics(df: pd.DataFrame, keys: set[str]) -> list[str]:
+    numeric = [c for c in df.columns if c not in META and c not in keys and not c.startswith("stat.")
                and pd.api.types.is_numeric_dtype(df[c])]
     first = [m for m in KEY_METRICS if m in numeric]
     return first + [m for m in numeric if m not in first]
@@ -115,8 +122,9 @@ def build(results_dir: str | os.PathLike = "results") -> Path:
             continue
         df = df.dropna(axis=1, how="all")
         df.to_csv(tables / f"{name}.csv", index=False)
-        facs = factors(df)
-        cols = [c for c in (scfg.get("report", {}) or {}).get("metrics", []) if c in df] or metrics(df, facs)[:8]
+        keys = config_keys(name)
+        facs = factors(df, keys)
+        cols = [c for c in (scfg.get("report", {}) or {}).get("metrics", []) if c in df] or metrics(df, keys)[:8]
         summ = summary(df, facs, cols)
         summ.to_csv(tables / f"{name}_summary.csv", index=False)
         if not summ.empty:
