@@ -22,7 +22,7 @@ NORMS = {
     "none": "no normalization layer",
     "gn": "GroupNormalization (8 groups)",
     "ln": "LayerNormalization (all non-batch axes)",
-    "brn": "Batch Renormalization (BatchNormalization(renorm=True))",
+    "brn": "Batch Renormalization (BatchNormalization(renorm=True, renorm_momentum=bn.momentum))",
 }
 FLAG_STYLES = ("functional", "subclass")
 
@@ -33,7 +33,9 @@ def norm_layer(fw, norm: str, momentum: float, epsilon: float, name: str, rank: 
     if norm == "bn":
         return fw.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
     if norm == "brn":
-        return fw.BatchNormalization(momentum=momentum, epsilon=epsilon, renorm=True, name=name)
+        # renorm statistics follow the same momentum as the moving ones (Keras' own default is 0.99)
+        return fw.BatchNormalization(momentum=momentum, epsilon=epsilon, renorm=True, renorm_momentum=momentum,
+                                     name=name)
     if norm == "gn":
         return L.GroupNormalization(groups=8, epsilon=epsilon, name=name)
     if norm == "ln":

@@ -39,9 +39,12 @@ def _compiled(model, training):
     import tensorflow as tf
 
     cache = model.__dict__.setdefault("_bnexp_fns", {})
-    if training not in cache:
-        cache[training] = tf.function(lambda x: model(x, training=training), reduce_retracing=True)
-    return cache[training]
+    # A trace bakes in each BN layer's `trainable` (a frozen BN runs in inference mode), so the cache
+    # is keyed by it too: a model unfrozen after a first probe (fine-tuning stage 2) is traced afresh.
+    key = (training, tuple(layer.trainable for layer in batch_norm_layers(model)))
+    if key not in cache:
+        cache[key] = tf.function(lambda x: model(x, training=training), reduce_retracing=True)
+    return cache[key]
 
 
 def accuracy(model, x, y, training: bool | None = False, batch_size: int = 256) -> float:

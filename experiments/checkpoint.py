@@ -1,0 +1,189 @@
+"""C09: a checkpoint of the trainable variables only has no BN moving statistics; restoring it for
+prediction fails, or (if the missing statistics are initialized instead) predicts with 0/1 statistics.
+Adding the moving statistics found among the global variables is said to fix it.
+
+Protocol, semantics=tf1: train small_cnn with tf.compat.v1.layers.batch_normalization in a graph (train
+op depending on UPDATE_OPS), then save with tf.compat.v1.train.Saver over `checkpoint.strategy`'s list:
+  trainable         tf.compat.v1.trainable_variables()                                   (a)
+  trainable_moving  the trainable variables + global variables named moving_mean/variance  (b)
+  global            tf.compat.v1.global_variables() (optimizer slots included)           (c)
+Build the same model in a fresh graph (different seed) and restore with a default Saver(), as a
+prediction script would; record whether that fails and the error. If it fails, initialize every
+variable and restore only those the checkpoint has, then measure inference accuracy.
+
+Keras 3 analogue, semantics=keras3 (model.fit training, then a fresh model of the same config):
+  trainable         the trainable weights saved by hand (.npz); reload with fresh.set_weights(list),
+                    and if that fails assign them by hand to fresh.trainable_weights
+  trainable_moving  trainable weights + BN moving statistics by hand, in model.weights order
+  global            model.save_weights / load_weights (.weights.h5); also model.save / load_model
+                    (.keras), reported as keras_file.*
+Metrics: checkpoint contents (keys, moving-statistic keys), restore outcome and error, accuracy of the
+trained model (acc_test_saved) and of the restored one (acc_test_restored, and with batch statistics),
+acc_drop = saved - restored, and whether the restored moving statistics are exactly the trained ones or
+exactly the initial 0/1. Checkpoint files are deleted before the run returns; the list of keys written
+stays with the record (checkpoint_keys.txt).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+
+from bnexp import probes, protocol, tf1_graph
+from bnexp.errors import UserError
+
+STRATEGIES = ("trainable", "trainable_moving", "global")
+MOVING = ("moving_mean", "moving_variance")
+
+
+def run(cfg, ctx) -> dict:
+    strategy = cfg.checkpoint.strategy
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown checkpoint.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    d = ctx.data()
+    folder = ctx.workdir / "checkpoint_tmp"
+    folder.mkdir(exist_ok=True)
+    try:
+        out = (_tf1 if ctx.fw.name == "tf1" else _keras3)(cfg, ctx, d, strategy, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    (ctx.workdir / "checkpoint_keys.txt").write_text("\n".join(out.pop("keys")) + "\n")
+    out["acc_drop"] = out["acc_test_saved"] - out["acc_test_restored"]
+    return {**out, **tf1_graph.process_identity(ctx.fw)}
+
+
+def short_error(e: Exception) -> str:
+    """`ErrorClass: the line that says what is missing`, at most ~160 characters."""
+    text = str(e)
+    found = re.search(r"Key \S+ not found in checkpoint", text)
+    line = found.group(0) if found else (text.strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {line[:160]}"
+
+
+def _is_moving(name: str) -> bool:
+    return any(m in name for m in MOVING)
+
+
+def _stats_flags(restored: dict, trained: dict) -> dict:
+    """Exact comparisons of the restored moving statistics with the trained and the initial ones."""
+    initial = all(np.array_equal(v, np.zeros_like(v) if k.endswith("moving_mean") else np.ones_like(v))
+                  for k, v in restored.items())
+    return {"restored_stats_exact": float(all(np.array_equal(restored[k], trained[k]) for k in trained)),
+            "restored_stats_initial": float(initial)}
+
+
+# ---------------------------------------------------------------- TF1: tf.compat.v1.train.Saver
+
+
+def _save_list(tf, strategy: str) -> list:
+    trainable = tf.compat.v1.trainable_variables()
+    if strategy == "trainable":
+        return trainable
+    if strategy == "trainable_moving":  # the fix the source gives: filter the global variables by name
+        return trainable + [g for g in tf.compat.v1.global_variables() if _is_moving(g.name)]
+    return tf.compat.v1.global_variables()
+
+
+def _tf1(cfg, ctx, d, strategy: str, folder) -> dict:
+    fw, tf = ctx.fw, ctx.fw.tf
+    bs = int(cfg.probe.eval_batch_size)
+
+    def build(seed):
+        return tf1_graph.build(fw, "tf_layers", cfg.model.name, d.input_shape, d.num_classes,
+                               float(cfg.bn.momentum), float(cfg.bn.epsilon), seed)
+
+    gm = build(int(cfg.seed))
+    train_op, loss = tf1_graph.add_train_op(fw, gm, cfg.train.optimizer, float(cfg.train.lr), attach=True)
+    with tf1_graph.session(fw, gm) as sess:
+        fit = tf1_graph.train(sess, gm, train_op, loss, d, int(cfg.train.batch_size), int(cfg.train.batches),
+                              int(cfg.seed), ctx.history)
+        saved_acc = tf1_graph.accuracy(sess, gm, d.x_test, d.y_test, False, bs)
+        trained = tf1_graph.moving_values(sess, gm)
+        with gm.graph.as_default():
+            n_mav = len(tf.compat.v1.moving_average_variables())
+            path = tf.compat.v1.train.Saver(var_list=_save_list(tf, strategy)).save(sess, str(folder / "model"))
+    keys = sorted(name for name, _ in tf.train.list_variables(path))
+
+    fresh = build(int(cfg.seed) + 1)  # a prediction script: same graph code, nothing trained
+    with tf.compat.v1.Session(graph=fresh.graph) as sess, fresh.graph.as_default():
+        failed, error, initialized = 0.0, "", []
+        try:
+            tf.compat.v1.train.Saver().restore(sess, path)
+        except Exception as e:  # the outcome under test; NotFoundError expected for a partial checkpoint
+            failed, error = 1.0, short_error(e)
+            sess.run(tf.compat.v1.global_variables_initializer())
+            present = [v for v in tf.compat.v1.global_variables() if v.op.name in keys]
+            initialized = [v.op.name for v in tf.compat.v1.global_variables() if v.op.name not in keys]
+            tf.compat.v1.train.Saver(var_list=present).restore(sess, path)
+        restored_acc = tf1_graph.accuracy(sess, fresh, d.x_test, d.y_test, False, bs)
+        restored_bs = tf1_graph.accuracy(sess, fresh, d.x_test, d.y_test, True, bs)
+        restored = tf1_graph.moving_values(sess, fresh)
+    return {**fit, "keys": keys, "ckpt_keys": len(keys), "ckpt_moving_keys": sum(map(_is_moving, keys)),
+            "ckpt_bytes": sum(p.stat().st_size for p in folder.glob("model.*") if p.suffix != ".meta"),
+            "n_moving_average_variables": n_mav, "restore_failed": failed, "restore_error": error,
+            "n_initialized": len(initialized), "acc_test_saved": saved_acc, "acc_test_restored": restored_acc,
+            "acc_test_restored_batchstats": restored_bs, **_stats_flags(restored, trained)}
+
+
+# ---------------------------------------------------------------- Keras 3: by hand, save_weights, .keras
+
+
+def _keras3(cfg, ctx, d, strategy: str, folder) -> dict:
+    bs = int(cfg.probe.eval_batch_size)
+    model = protocol.build_model(cfg, ctx, d)
+    fit = protocol.train(cfg, ctx, model, d)
+    trained = probes.moving_stats(model)
+    out = {**fit, "acc_test_saved": probes.accuracy(model, d.x_test, d.y_test, False, bs)}
+    fresh = protocol.build_model(cfg, ctx, d)  # new initial weights, moving statistics 0/1
+    failed, error, initialized = 0.0, "", 0
+    if strategy == "global":
+        written = list(model.weights)
+        path = folder / "model.weights.h5"
+        model.save_weights(path)
+        size = path.stat().st_size
+        try:
+            fresh.load_weights(path)
+        except Exception as e:
+            failed, error = 1.0, short_error(e)
+        out.update(_keras_file(cfg, ctx, model, d, folder, trained))
+    else:
+        if strategy == "trainable":
+            written = list(model.trainable_weights)
+        else:  # trainable + moving statistics, kept in model.weights order so set_weights can take it
+            written = [w for w in model.weights if w.trainable or _is_moving(w.path)]
+        np.savez(folder / "weights.npz", *[np.asarray(w) for w in written])
+        size = (folder / "weights.npz").stat().st_size
+        with np.load(folder / "weights.npz") as z:
+            values = [z[f"arr_{i}"] for i in range(len(written))]
+        try:
+            fresh.set_weights(values)
+        except Exception as e:  # fall back to assigning what was saved to the same collection by hand
+            failed, error = 1.0, short_error(e)
+            targets = fresh.trainable_weights if strategy == "trainable" else \
+                [w for w in fresh.weights if w.trainable or _is_moving(w.path)]
+            for var, value in zip(targets, values):
+                var.assign(value)
+            initialized = len(fresh.weights) - len(targets)
+    out.update({"keys": [w.path for w in written], "ckpt_keys": len(written),
+                "ckpt_moving_keys": sum(_is_moving(w.path) for w in written),
+                "ckpt_bytes": size, "restore_failed": failed, "restore_error": error, "n_initialized": initialized,
+                "acc_test_restored": probes.accuracy(fresh, d.x_test, d.y_test, False, bs),
+                "acc_test_restored_batchstats": probes.accuracy(fresh, d.x_test, d.y_test, True, bs),
+                **_stats_flags(probes.moving_stats(fresh), trained)})
+    return out
+
+
+def _keras_file(cfg, ctx, model, d, folder, trained) -> dict:
+    """model.save(.keras) and keras.models.load_model: the whole-model format."""
+    path = folder / "model.keras"
+    model.save(path)
+    try:
+        loaded = ctx.fw.keras.models.load_model(path)
+    except Exception as e:
+        return {"keras_file.restore_failed": 1.0, "keras_file.restore_error": short_error(e)}
+    acc = probes.accuracy(loaded, d.x_test, d.y_test, False, int(cfg.probe.eval_batch_size))
+    return {"keras_file.restore_failed": 0.0, "keras_file.restore_error": "",
+            "keras_file.acc_test_restored": acc,
+            "keras_file.restored_stats_exact": _stats_flags(probes.moving_stats(loaded), trained)["restored_stats_exact"]}

@@ -1,0 +1,318 @@
+"""C05, C06, C15 (+R1): fine-tuning a pretrained base with BN, frozen or not, under each BN semantics.
+
+Pretraining. No pretrained weights can be downloaded here, so a base is pretrained on a source task:
+the configured model (small_cnn) on `transfer.source` (Fashion-MNIST) classes `transfer.source_classes`
+(0-4), `transfer.pretrain_steps` Adam steps, BN momentum `bn.momentum`. Its weights are cached on disk
+(bnexp.base_cache) by everything that shapes them, so a sweep pretrains each (semantics, seed) base once.
+With `transfer.base_stats=precise` (default) pretraining ends with a precise-BN pass (R1) over source
+batches, so the base's moving statistics are the source population's, as in a published base trained
+long enough for its averages to settle; `ema` keeps the lagging averages of the short pretraining
+(their source accuracy is recorded as `base_source_acc_test_ema`). The base is the pretrained model
+minus its classifier (the input of the `logits` layer).
+
+Target task. `transfer.target` classes `transfer.target_classes` (5-9) under the input domain shift
+`transfer.shift`. The default, `invert` (x -> 255 - x), moves the input mean from about 0.29 to 0.71
+and flips the sign of every first-layer feature's correlation with the input, so the first BN layer's
+source moving statistics are far from the target population statistics (the distance is recorded in
+`stat_dist_before`); `contrast` and `brightness` shift them less.
+
+Fine-tuning. A new dense head (one logit per target class) goes on the base; `base.trainable` freezes
+or unfreezes the base; `base.training` is the `training=` argument the base is called with (null: not
+given) and `base.flag_style` where it is fixed: `functional` (in `base(x, training=...)` while building
+the functional model, the Keras guide's pattern), `subclass` (hard-coded in a subclassed model's
+call()), `layer` (at every BN layer inside the base, `BatchNormalization()(x, training=...)`). Then
+plain `model.fit` for `train.batches` steps at `train.lr`.
+
+Measured, all on target data:
+- which statistics each BN layer normalizes with when the model is called as fit calls it
+  (training=True) and as evaluate calls it (training=False): `fit_batchstats_frac`,
+  `eval_batchstats_frac` (share of BN layers using batch statistics; decided by comparing the layer's
+  output with both formulas, exact to float precision);
+- whether each BN layer's moving statistics changed during fit (exact array comparison):
+  `changed.<layer>`, `bn_stats_changed` (share of BN layers);
+- accuracy: at fit time (what the progress bar shows, `acc_train_fit`), with `evaluate()` on training
+  and test data (`acc_train_eval`, `acc_test_eval`), and the batch-statistics / moving-statistics /
+  precise-BN (R1) decomposition of bnexp.protocol.decompose; `fit_eval_gap` = acc_train_fit -
+  acc_train_eval is the "high train, low test" symptom with overfitting taken out;
+- distance between the base's moving statistics and the target data's population statistics,
+  before (`stat_dist_before`) and after (`stat_dist_after`) fine-tuning: mean over BN layers of
+  mean |moving_mean - pop_mean| / pop_std (per layer: `before.<layer>.mean_err`, `stat.<layer>...`);
+- `batch_dependence`: max |logit| change of a sample predicted alone vs inside a batch of 64.
+
+Stage 2 (`transfer.stage2=true`, C15): after the frozen run above (the guide's stage 1), set
+`base.trainable = True`, recompile and fine-tune `transfer.stage2_steps` more steps at
+`transfer.stage2_lr` (the guide's low rate); the same measurements are recorded with prefix `s2_`.
+With base.trainable=true there is nothing to unfreeze, so stage 2 is skipped (`stage2_ran` = 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from bnexp import data as data_mod
+from bnexp import models, precise_bn, probes, protocol, training
+from bnexp.base_cache import BaseCache
+from bnexp.errors import DataUnavailable, UserError
+
+FLAG_STYLES = ("functional", "subclass", "layer")
+BASE_STATS = ("precise", "ema")
+
+
+# ---------------------------------------------------------------- config and data
+
+
+def check(cfg) -> None:
+    """Fail fast, before any data or model work, on a bad transfer/base setting."""
+    t, b = cfg.transfer, cfg.base
+    for role in ("source", "target"):
+        if t[role] not in data_mod.DATASETS:
+            raise UserError(f"transfer.{role}={t[role]!r} is not a dataset; valid: {', '.join(data_mod.DATASETS)}")
+    if t.shift not in data_mod.SHIFTS:
+        raise UserError(f"transfer.shift={t.shift!r} is unknown; valid: {', '.join(data_mod.SHIFTS)}")
+    if t.base_stats not in BASE_STATS:
+        raise UserError(f"transfer.base_stats={t.base_stats!r} is unknown; valid: {', '.join(BASE_STATS)}")
+    if b.flag_style not in FLAG_STYLES:
+        raise UserError(f"base.flag_style={b.flag_style!r} is unknown; valid: {', '.join(FLAG_STYLES)}")
+    if b.training not in (None, True, False):
+        raise UserError(f"base.training must be null, true or false, got {b.training!r}")
+    if not isinstance(b.trainable, bool):
+        raise UserError(f"base.trainable must be true or false, got {b.trainable!r}")
+    if cfg.model.get("flag_style", "functional") != "functional":
+        raise UserError("frozen_base builds its base functionally; set where the flag is fixed with "
+                        "base.flag_style=functional|subclass|layer instead of model.flag_style")
+    for key in ("pretrain_steps", "stage2_steps", "dist_batches"):
+        if int(t[key]) < 1:
+            raise UserError(f"transfer.{key} must be at least 1, got {t[key]}")
+
+
+def load(cfg, ctx, role: str) -> data_mod.Prepared:
+    """Source (unshifted) or target (shifted) view of `transfer.<role>`, with the `data` group's sizes."""
+    t = cfg.transfer
+    name = t[role]
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    if name != data_cfg["name"]:  # another dataset: its own loader settings (raw_dir is Fashion-MNIST's)
+        data_cfg.update(name=name, raw_dir=None)
+    classes = list(t[f"{role}_classes"]) if t[f"{role}_classes"] is not None else None
+    shift = "none" if role == "source" else t.shift
+    try:
+        return data_mod.from_config(OmegaConf.create(data_cfg), ctx.cache_dir, int(cfg.seed), classes=classes,
+                                    shift_kind=shift)
+    except DataUnavailable as e:
+        raise DataUnavailable(f"transfer.{role}={name}: {e}") from None
+
+
+# ---------------------------------------------------------------- the pretrained base
+
+
+def base_spec(cfg, ctx) -> dict:
+    """Everything that shapes the pretrained weights: the cache key."""
+    t = cfg.transfer
+    return {
+        "dataset": t.source, "classes": OmegaConf.to_container(t.source_classes), "shift": "none",
+        "scaling": cfg.data.scaling, "train_size": cfg.data.get("train_size"),
+        "model": cfg.model.name, "norm": cfg.norm, "momentum": float(cfg.bn.momentum),
+        "epsilon": float(cfg.bn.epsilon), "semantics": cfg.semantics, "seed": int(cfg.seed),
+        "steps": int(t.pretrain_steps), "batch_size": int(cfg.train.batch_size), "lr": float(t.pretrain_lr),
+        "optimizer": cfg.train.optimizer, "base_stats": t.base_stats, "keras": ctx.fw.keras.__version__,
+        "precise_batches": int(cfg.probe.precise_batches), "precise_batch_size": int(cfg.probe.precise_batch_size),
+    }
+
+
+def pretrain(cfg, ctx) -> tuple[list[np.ndarray], dict]:
+    """Train the full model on the source task; its weights and how well it does there."""
+    src = load(cfg, ctx, "source")
+    ctx.fw.set_seed(int(cfg.seed))
+    model = protocol.build_model(cfg, ctx, src, bn_training=None)
+    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.transfer.pretrain_lr))
+    steps = int(cfg.transfer.pretrain_steps)
+    batches = data_mod.train_batches(src.x_train, src.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + 500)
+    fit = training.fit(model, batches, steps)
+    meta = {"source_acc_fit": fit["acc_train_fit"], "pretrain_s": fit["fit_s"], "input_shape": list(src.input_shape),
+            "source_acc_test_ema": probes.accuracy(model, src.x_test, src.y_test, False)}
+    if cfg.transfer.base_stats == "precise" and models.batch_norm_layers(model):
+        # A published base was trained long enough for its moving averages to settle on the source
+        # population; a short pretraining leaves them lagging behind the weights (C01's effect), which
+        # would mix into every target measurement. So the base gets the source population statistics.
+        precise_bn.recompute(model, data_mod.train_batches(
+            src.x_train, src.y_train, int(cfg.probe.precise_batch_size), int(cfg.probe.precise_batches),
+            int(cfg.seed) + 501))
+    meta["source_acc_test"] = probes.accuracy(model, src.x_test, src.y_test, False)
+    return model.get_weights(), meta
+
+
+def pretrained_base(cfg, ctx, d: data_mod.Prepared, entry):
+    """The cached base as a Keras model, its BN layers called with base.training if flag_style=layer."""
+    if tuple(entry.meta["input_shape"]) != d.input_shape:
+        raise UserError(f"the source images ({entry.meta['input_shape']}) and target images ({list(d.input_shape)}) "
+                        f"differ in shape; pick transfer.source/target datasets of the same image size")
+    inner = cfg.base.training if cfg.base.flag_style == "layer" else None
+    full = protocol.build_model(cfg, ctx, d, num_classes=len(cfg.transfer.source_classes), bn_training=inner,
+                                model_name="pretrained")
+    full.set_weights(entry.weights)
+    return ctx.fw.keras.Model(full.inputs, full.get_layer("logits").input, name="base")
+
+
+def transfer_model(cfg, ctx, base, input_shape: tuple, num_classes: int):
+    """A new head on `base`; the base is called as base.flag_style and base.training say."""
+    keras = ctx.fw.keras
+    flag, style = cfg.base.training, cfg.base.flag_style
+    head = keras.layers.Dense(num_classes, name="head")
+    if style == "subclass":
+        return _subclassed(keras, base, head, flag, input_shape)
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = base(inputs, training=flag) if style == "functional" and flag is not None else base(inputs)
+    return keras.Model(inputs, head(features), name="transfer")
+
+
+def _subclassed(keras, base, head, flag, input_shape):
+    class Transfer(keras.Model):
+        """The base's training flag hard-coded in call(), as users write it in subclassed models."""
+
+        def __init__(self):
+            super().__init__(name="transfer")
+            self.base, self.head = base, head
+
+        def call(self, x, training=None):
+            return self.head(self.base(x, training=flag if flag is not None else training))
+
+    model = Transfer()
+    model(np.zeros((1, *input_shape), np.float32))
+    return model
+
+
+# ---------------------------------------------------------------- probes specific to this scenario
+
+
+@contextlib.contextmanager
+def _capturing(bn_layers, sink: dict):
+    """Wrap each BN layer's call to keep its input and output (the layer's behaviour is untouched)."""
+    for i, layer in enumerate(bn_layers):
+        original = layer.call
+
+        def wrapped(inputs, *args, _i=i, _orig=original, **kwargs):
+            out = _orig(inputs, *args, **kwargs)
+            sink[_i] = (np.asarray(inputs, np.float64), np.asarray(out, np.float64))
+            return out
+
+        layer.call = wrapped
+    try:
+        yield
+    finally:
+        for layer in bn_layers:
+            del layer.call  # back to the class's method
+
+
+def bn_modes(model, x: np.ndarray, training: bool) -> tuple[list[bool], float]:
+    """Per BN layer: does it normalize with batch statistics when the model is called with `training`?
+
+    Each layer's output is compared with gamma * (x - m) / sqrt(v + eps) + beta for the batch's own
+    moments and for the moving statistics; the closer one decides. Also returns the largest residual of
+    the winning formula relative to the output's scale (near float32 precision when the decision is
+    clean). Moving statistics are restored afterwards.
+    """
+    bns = models.batch_norm_layers(model)
+    moving = [(np.array(b.moving_mean, np.float64), np.array(b.moving_variance, np.float64)) for b in bns]
+    sink: dict = {}
+    with probes.moving_stats_kept(model), _capturing(bns, sink):
+        model(x, training=training)
+    uses_batch, residual = [], 0.0
+    for i, layer in enumerate(bns):
+        inp, out = sink[i]
+        gamma, beta = np.asarray(layer.gamma, np.float64), np.asarray(layer.beta, np.float64)
+        flat = inp.reshape(-1, inp.shape[-1])
+        eps = float(layer.epsilon)
+
+        def normalized(mean, var):
+            return gamma * (inp - mean) / np.sqrt(var + eps) + beta
+
+        err_batch = np.max(np.abs(out - normalized(flat.mean(0), flat.var(0))))
+        err_moving = np.max(np.abs(out - normalized(*moving[i])))
+        uses_batch.append(bool(err_batch < err_moving))
+        residual = max(residual, min(err_batch, err_moving) / (np.max(np.abs(out)) + 1e-12))
+    return uses_batch, float(residual)
+
+
+def stat_distance(model, stats, prefix: str) -> dict:
+    """Per-layer moving-vs-population errors and their mean over layers (`stat_dist_<prefix>`)."""
+    errs = probes.stat_errors(model, stats)
+    mean_errs = [v for k, v in errs.items() if k.endswith(".mean_err")]
+    return {f"stat_dist_{prefix}": float(np.mean(mean_errs)) if mean_errs else float("nan"),
+            **{f"{prefix}.{k}": v for k, v in errs.items()}}
+
+
+def evaluate_acc(cfg, model, x, y) -> float:
+    """Accuracy as Keras' evaluate() reports it."""
+    return float(model.evaluate(x, y, batch_size=int(cfg.probe.eval_batch_size), verbose=0, return_dict=True)["accuracy"])
+
+
+def measure_modes(model, d: data_mod.Prepared, batch_size: int, prefix: str = "") -> dict:
+    """Share of BN layers using batch statistics as fit (training=True) and evaluate (False) call the model."""
+    x = d.x_train[:batch_size]
+    fit_modes, fit_res = bn_modes(model, x, True)
+    eval_modes, eval_res = bn_modes(model, x, False)
+    n = max(len(fit_modes), 1)
+    return {f"{prefix}fit_batchstats_frac": sum(fit_modes) / n, f"{prefix}eval_batchstats_frac": sum(eval_modes) / n,
+            f"{prefix}mode_residual": max(fit_res, eval_res)}
+
+
+def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_offset: int = 0) -> dict:
+    """Fit, then everything the module docstring lists, with keys prefixed by `prefix`."""
+    bns = models.batch_norm_layers(model)
+    out = measure_modes(model, d, int(cfg.train.batch_size), prefix)
+    before = probes.moving_stats(model)
+    training.compile_model(ctx.fw, model, cfg.train.optimizer, lr)
+    batches = data_mod.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
+    out.update({f"{prefix}{k}": v for k, v in training.fit(model, batches, steps, history=ctx.history).items()})
+    after = probes.moving_stats(model)
+    changed = {b.name: not all(np.array_equal(before[f"{b.name}.{s}"], after[f"{b.name}.{s}"])
+                               for s in ("moving_mean", "moving_variance")) for b in bns}
+    out.update({f"{prefix}changed.{name}": float(c) for name, c in changed.items()})
+    out[f"{prefix}bn_stats_changed"] = float(np.mean(list(changed.values()))) if changed else float("nan")
+    n = len(d.x_test)
+    out[f"{prefix}acc_train_eval"] = evaluate_acc(cfg, model, d.x_train[:n], d.y_train[:n])
+    out[f"{prefix}acc_test_eval"] = evaluate_acc(cfg, model, d.x_test, d.y_test)
+    out[f"{prefix}fit_eval_gap"] = out[f"{prefix}acc_train_fit"] - out[f"{prefix}acc_train_eval"]
+    dec = protocol.decompose(cfg, model, d, prefix=prefix)
+    out.update(dec)
+    if f"{prefix}acc_test_precise" in dec:
+        out[f"{prefix}precise_gain_test"] = dec[f"{prefix}acc_test_precise"] - dec[f"{prefix}acc_test_moving"]
+        mean_errs = [v for k, v in dec.items() if k.startswith(f"{prefix}stat.") and k.endswith(".mean_err")]
+        out[f"{prefix}stat_dist_after"] = float(np.mean(mean_errs))
+    return out
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(cfg, ctx) -> dict:
+    check(cfg)
+    t = cfg.transfer
+    target = load(cfg, ctx, "target")
+    start = time.perf_counter()
+    entry = BaseCache(ctx.cache_dir).get_or_build(base_spec(cfg, ctx), lambda: pretrain(cfg, ctx))
+    out = {"base_cache_hit": float(entry.hit), "base_s": time.perf_counter() - start,
+           "base_source_acc_test": entry.meta["source_acc_test"],
+           "base_source_acc_test_ema": entry.meta["source_acc_test_ema"], "base_pretrain_s": entry.meta["pretrain_s"]}
+
+    ctx.fw.set_seed(int(cfg.seed) + 1)  # same head and data order whether or not the base was cached
+    base = pretrained_base(cfg, ctx, target, entry)
+    base.trainable = bool(cfg.base.trainable)
+    model = transfer_model(cfg, ctx, base, target.input_shape, target.num_classes)
+    if models.batch_norm_layers(model):
+        batches = data_mod.train_batches(target.x_train, target.y_train, int(cfg.probe.precise_batch_size),
+                                         int(t.dist_batches), int(cfg.seed) + 20_000)
+        out.update(stat_distance(model, precise_bn.population_stats(model, batches), "before"))
+
+    out.update(fine_tune(cfg, ctx, model, target, int(cfg.train.batches), float(cfg.train.lr), seed_offset=1))
+    out["batch_dependence"] = probes.batch_dependence(model, target.x_test, False)
+
+    out["stage2_ran"] = float(bool(t.stage2) and not cfg.base.trainable)
+    if out["stage2_ran"]:
+        base.trainable = True  # the guide's stage 2: unfreeze, recompile, fine-tune at a low rate
+        out.update(fine_tune(cfg, ctx, model, target, int(t.stage2_steps), float(t.stage2_lr), prefix="s2_",
+                             seed_offset=2))
+    return out

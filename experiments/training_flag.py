@@ -1,0 +1,181 @@
+"""C03, C04, C07, C14: what BN's `training` flag, fixed inside the model, does to fit, predict and evaluate.
+
+Protocol. Build small_cnn with every BN layer called with training = bn.training (null: not given,
+true, false), fixed either while building a functional model (model.flag_style=functional) or
+hard-coded in a subclassed model's call() (subclass). Train it with model.fit for train.batches
+steps, then probe it with the public Keras API, restoring the moving statistics after each probe so
+that no probe sees another's side effects:
+
+- moving statistics before/after fit, predict, evaluate and a direct call `model(x)` without a
+  training argument: changed at all (exact comparison), and still exactly the initial values after fit;
+- test accuracy from predict and from evaluate, and the same architecture without BN trained the
+  same way (same seed, same batches; shared between runs through the disk cache, as it does not
+  depend on bn.training): the difference (C03: training=False should look like no BN);
+- accuracy from predict at eval batch sizes training_flag.eval_batch_sizes on the first
+  training_flag.eval_samples test images, and the max |logit| difference of 64 test images
+  predicted one at a time vs together (C04);
+- on one training batch, the output of a fit-mode forward pass (model(x, training=True), what
+  fit's train step computes) vs model.predict (C07: a hard-coded flag should make them agree);
+- whether the framework still has a learning phase (keras.backend.set_learning_phase), and, under
+  tf_keras, fresh models with the learning phase set to 0 or 1 before vs after building the model,
+  each fitted for training_flag.probe_steps steps: do fit, predict and a direct call update the
+  moving statistics, and does a direct call follow the learning phase (columns lp<v>_<when>.*).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from bnexp import data, probes, protocol, training
+from bnexp.base_cache import BaseCache
+
+AGREE_TOL = 1e-4  # relative: fit-mode and predict outputs "agree" within float rounding of different kernels
+
+
+def run(cfg, ctx) -> dict:
+    fw, tfc = ctx.fw, cfg.training_flag
+    d = ctx.data()
+    model = protocol.build_model(cfg, ctx, d)
+    initial = probes.moving_stats(model)
+    fit = protocol.train(cfg, ctx, model, d)
+    out = {**fit, "variant": f"{cfg.semantics}/{cfg.model.flag_style}",
+           "learning_phase_api": float(hasattr(fw.keras.backend, "set_learning_phase"))}
+    out.update(stat_changes(model, d, initial, int(cfg.probe.eval_batch_size)))
+    out.update(test_accuracy(model, d, int(cfg.probe.eval_batch_size)))
+    out.update(batch_size_dependence(model, d, list(tfc.eval_batch_sizes), int(tfc.eval_samples)))
+    out.update(fit_vs_predict(model, d, int(cfg.train.batch_size)))
+    if tfc.compare_nobn:
+        out["acc_test_nobn"], hit = no_bn_accuracy(cfg, ctx, d)
+        out["nobn_from_cache"] = float(hit)
+        out["acc_vs_nobn"] = out["acc_test_predict"] - out["acc_test_nobn"]
+        out["acc_vs_nobn_abs"] = abs(out["acc_vs_nobn"])
+    if tfc.learning_phase_probes and out["learning_phase_api"]:
+        out.update(learning_phase_probes(cfg, ctx, d, int(tfc.probe_steps)))
+    return out
+
+
+def stat_changes(model, d, initial, bs: int) -> dict:
+    """Exact: did fit change the moving statistics; do predict, evaluate, a direct call change them."""
+    after_fit = probes.moving_stats(model)
+    out = {"stats_changed_fit": float(probes.stats_changed(initial, after_fit)),
+           "moving_at_init": float(not probes.stats_changed(initial, after_fit))}
+    x, y = d.x_test[:bs * 4], d.y_test[:bs * 4]
+    actions = {"predict": lambda: model.predict(x, batch_size=bs, verbose=0),
+               "evaluate": lambda: model.evaluate(x, y, batch_size=bs, verbose=0),
+               "call": lambda: model(x[:bs])}  # no training argument: the framework's default mode
+    for name, action in actions.items():
+        with probes.moving_stats_kept(model):
+            action()
+            out[f"stats_changed_{name}"] = float(probes.stats_changed(after_fit, probes.moving_stats(model)))
+    return out
+
+
+def test_accuracy(model, d, bs: int) -> dict:
+    with probes.moving_stats_kept(model):
+        pred = model.predict(d.x_test, batch_size=bs, verbose=0)
+    with probes.moving_stats_kept(model):
+        ev = model.evaluate(d.x_test, d.y_test, batch_size=bs, verbose=0, return_dict=True)
+    return {"acc_test_predict": float(np.mean(np.argmax(pred, -1) == d.y_test)),
+            "acc_test_evaluate": float(ev["accuracy"])}
+
+
+def batch_size_dependence(model, d, sizes: list[int], samples: int) -> dict:
+    """Accuracy of predict at each eval batch size; a sample predicted alone vs inside a batch of 64."""
+    x, y = d.x_test[:samples], d.y_test[:samples]
+    out = {}
+    for bs in sizes:
+        with probes.moving_stats_kept(model):
+            out[f"acc_test_bs{bs}"] = float(np.mean(np.argmax(model.predict(x, batch_size=bs, verbose=0), -1) == y))
+    accs = [out[f"acc_test_bs{bs}"] for bs in sizes]
+    out["acc_bs_spread"] = max(accs) - min(accs)
+    with probes.moving_stats_kept(model):
+        alone = model.predict(x[:64], batch_size=1, verbose=0)
+        together = model.predict(x[:64], batch_size=64, verbose=0)
+    out["logit_diff_alone_vs_batch"] = float(np.max(np.abs(alone - together)))
+    return out
+
+
+def fit_vs_predict(model, d, batch_size: int) -> dict:
+    """On one training batch: the fit-mode forward pass vs model.predict."""
+    x = d.x_train[:batch_size]
+    fit_mode = probes.logits(model, x, True, batch_size)  # restores the moving statistics itself
+    with probes.moving_stats_kept(model):
+        pred = model.predict(x, batch_size=batch_size, verbose=0)
+    diff = float(np.max(np.abs(fit_mode - pred)))
+    scale = max(1.0, float(np.max(np.abs(pred))))
+    return {"fit_predict_max_diff": diff, "fit_predict_agree": float(diff <= AGREE_TOL * scale)}
+
+
+def no_bn_accuracy(cfg, ctx, d) -> tuple[float, bool]:
+    """Test accuracy of the same architecture without BN (conv/dense biases on), same seed and batches.
+
+    It does not depend on bn.training, so runs that differ only in that share it through the disk
+    cache (training is deterministic: op determinism and the seed are set). Returns (accuracy, hit).
+    """
+    spec = {"purpose": "training_flag.nobn", "semantics": cfg.semantics, "seed": int(cfg.seed),
+            "data": OmegaConf.to_container(cfg.data, resolve=True), "model": OmegaConf.to_container(cfg.model),
+            "train": {k: v for k, v in OmegaConf.to_container(cfg.train).items() if k != "timeout_s"},
+            "eval_batch_size": int(cfg.probe.eval_batch_size)}
+
+    def build():
+        ctx.fw.set_seed(int(cfg.seed))
+        model = protocol.build_model(cfg, ctx, d, norm="none")
+        protocol.train(cfg, ctx, model, d)
+        acc = probes.accuracy(model, d.x_test, d.y_test, False, int(cfg.probe.eval_batch_size))
+        return model.get_weights(), {"acc_test": acc}
+
+    entry = BaseCache(ctx.cache_dir).get_or_build(spec, build)
+    return float(entry.meta["acc_test"]), entry.hit
+
+
+def learning_phase_probes(cfg, ctx, d, steps: int) -> dict:
+    """tf_keras: fresh models with set_learning_phase(v) called before vs after building them."""
+    backend = ctx.fw.keras.backend
+    out = {}
+    for value in (0, 1):
+        for when in ("before", "after"):
+            backend.clear_session()
+            ctx.fw.set_seed(int(cfg.seed))
+            if when == "before":
+                backend.set_learning_phase(value)
+            model = protocol.build_model(cfg, ctx, d)
+            if when == "after":
+                backend.set_learning_phase(value)
+            out.update({f"lp{value}_{when}.{k}": v for k, v in phase_probe(cfg, ctx, model, d, steps).items()})
+    backend.clear_session()  # the learning phase is global: unset it again
+    for key in ("stats_changed_fit", "stats_changed_predict", "stats_changed_call", "call_batchstats"):
+        out[f"lp_before_after_differ.{key}"] = float(any(out[f"lp{v}_before.{key}"] != out[f"lp{v}_after.{key}"]
+                                                         for v in (0, 1)))
+    out["lp_before_after_differ"] = float(any(v for k, v in out.items() if k.startswith("lp_before_after_differ.")))
+    return out
+
+
+def phase_probe(cfg, ctx, model, d, steps: int) -> dict:
+    """Short fit, then which mode fit, predict and a direct call ran BN in (from stat changes and outputs)."""
+    bs = int(cfg.train.batch_size)
+    x = d.x_train[:bs]
+    before = probes.moving_stats(model)
+    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr))
+    model.fit(data.train_batches(d.x_train, d.y_train, bs, steps, int(cfg.seed)), epochs=1, steps_per_epoch=steps,
+              verbose=0)
+    after = probes.moving_stats(model)
+    out = {"stats_changed_fit": float(probes.stats_changed(before, after))}
+    with probes.moving_stats_kept(model):
+        model.predict(x, batch_size=bs, verbose=0)
+        out["stats_changed_predict"] = float(probes.stats_changed(after, probes.moving_stats(model)))
+    with probes.moving_stats_kept(model):
+        direct = np.asarray(model(x))
+        out["stats_changed_call"] = float(probes.stats_changed(after, probes.moving_stats(model)))
+    batch_mode = probes.logits(model, x, True, bs)
+    moving_mode = probes.logits(model, x, False, bs)
+    out["call_batchstats"] = closer_to(direct, batch_mode, moving_mode)
+    return out
+
+
+def closer_to(output, batch_mode, moving_mode) -> float:
+    """1: `output` is the batch-statistics output, 0: the moving-statistics one, 0.5: those two are the same."""
+    to_batch, to_moving = np.max(np.abs(output - batch_mode)), np.max(np.abs(output - moving_mode))
+    if np.max(np.abs(batch_mode - moving_mode)) <= AGREE_TOL * max(1.0, float(np.max(np.abs(moving_mode)))):
+        return 0.5
+    return float(to_batch < to_moving)

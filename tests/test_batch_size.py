@@ -1,0 +1,46 @@
+"""The batch_size scenario end to end through the real CLI at tiny size, and the epoch budget."""
+
+import math
+
+import pytest
+
+from bnexp import budget
+from bnexp.errors import UserError
+
+DECOMPOSITION = ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc_test_batchstats",
+                 "acc_test_moving", "gap_test", "steps", "fit_s", "steps_per_s", "train_samples", "samples_seen",
+                 "wall_s", "norm", "train.batch_size", "train.epochs")
+PRECISE = ("acc_test_precise", "acc_train_precise", "precise_forward_passes", "precise_s",
+           "acc_test_batchstats_trainbs")
+
+
+def test_epoch_budget():
+    assert budget.epoch_steps(2, 2048, 2) == 2048
+    assert budget.epoch_steps(2, 2048, 128) == 32
+    assert budget.epoch_steps(0.5, 100, 8) == 6  # rounded, at least 1
+    with pytest.raises(UserError, match="exceeds"):
+        budget.epoch_steps(1, 100, 128)
+    with pytest.raises(UserError, match="train.epochs"):
+        budget.epoch_steps(0, 100, 8)
+
+
+def test_bn_run_records_steps_and_the_decomposition(run_cli):
+    rec = run_cli("scenario=batch_size", "norm=bn", "train.batch_size=8", "train.epochs=1")
+    assert rec["status"] == "ok", rec["error"]
+    for key in DECOMPOSITION + PRECISE:
+        assert key in rec, key
+    assert rec["train_samples"] == 512
+    assert rec["steps"] == 512 // 8 and rec["samples_seen"] == 512  # 1 epoch of the 512-sample subset
+    assert rec["precise_forward_passes"] == 4
+    assert math.isclose(rec["gap_test"], rec["acc_test_batchstats"] - rec["acc_test_moving"])
+
+
+def test_group_norm_does_not_depend_on_the_mode(run_cli):
+    """GroupNorm has no batch statistics: training and inference mode give the same accuracy, and
+    there is nothing for precise BN to recompute."""
+    rec = run_cli("scenario=batch_size", "norm=gn", "train.batch_size=16", "train.epochs=0.5")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["steps"] == 16
+    assert rec["acc_test_batchstats"] == rec["acc_test_moving"] and rec["gap_test"] == 0
+    for key in PRECISE:
+        assert key not in rec, key

@@ -1,0 +1,151 @@
+"""The frozen_base scenario (C05, C06, C15, R1).
+
+End to end through the CLI at tiny size, one run per semantics, asserting the record's keys and what
+is exact: whether each BN layer normalized with batch or moving statistics in fit and in evaluate, and
+whether its moving statistics changed during fit (exact array comparison). These assert what the
+frameworks do today (TF 2.21, Keras 3.15, tf-keras 2.21); a failure means a framework changed behaviour.
+
+Then, in one subprocess per semantics, the two probes the scenario relies on, against NumPy: precise BN
+(R1) sees through a frozen nested base hard-coded to training=False, and bn_modes tells batch from
+moving statistics.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bnexp.semantics import child_env
+from conftest import ROOT, bnexp, bnexp_env
+
+# Tiny pretraining and stages on top of conftest's TINY sizes.
+SMALL = ["transfer.pretrain_steps=20", "transfer.dist_batches=2", "transfer.stage2_steps=3"]
+KEYS = ("acc_train_fit", "acc_train_eval", "acc_test_eval", "acc_train_batchstats", "acc_train_moving",
+        "acc_test_batchstats", "acc_test_moving", "acc_train_precise", "acc_test_precise", "precise_gain_test",
+        "fit_eval_gap", "fit_batchstats_frac", "eval_batchstats_frac", "mode_residual", "bn_stats_changed",
+        "changed.conv1_norm", "changed.conv2_norm", "changed.fc1_norm", "stat_dist_before", "stat_dist_after",
+        "before.conv1_norm.mean_err", "base_cache_hit", "base_source_acc_test", "batch_dependence", "stage2_ran",
+        "transfer.shift", "base.trainable", "base.training", "base.flag_style", "semantics")
+
+
+def test_keras2_v1_frozen_base_uses_batch_stats_in_fit_and_never_updates_them(run_cli):
+    """C06's mechanism under Keras <= 2.2.4 semantics (the scenario's default = the classic pitfall)."""
+    rec = run_cli("scenario=frozen_base", *SMALL)
+    assert rec["status"] == "ok", rec["error"]
+    for key in KEYS:
+        assert key in rec, key
+    assert (rec["semantics"], rec["base.trainable"], rec["base.training"]) == ("keras2_v1", False, None)
+    assert rec["transfer.shift"] == "invert" and rec["stage2_ran"] == 0
+    assert rec["fit_batchstats_frac"] == 1.0  # frozen, yet batch statistics in fit ...
+    assert rec["eval_batchstats_frac"] == 0.0  # ... and the (source) moving statistics in evaluate
+    assert rec["bn_stats_changed"] == 0.0  # the V1 layer skips its update when trainable=False
+    assert rec["mode_residual"] < 1e-3  # the batch/moving decision was clean
+
+    # Hard-coding training=True on the frozen base: still no update, batch statistics in fit and evaluate.
+    # Same semantics and seed: the base comes from the cache.
+    rec = run_cli("scenario=frozen_base", *SMALL, "base.training=true")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["base_cache_hit"] == 1.0
+    assert (rec["fit_batchstats_frac"], rec["eval_batchstats_frac"], rec["bn_stats_changed"]) == (1.0, 1.0, 0.0)
+
+
+def test_keras3_frozen_base_is_in_inference_mode_and_unfreezing_overrides_training_false(run_cli):
+    """C06 gone under Keras 3; C15 under Keras 3: fit's training=True replaces the training=False given
+    when the functional model was built, so after unfreezing (stage 2) the moving statistics change."""
+    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=keras3", "base.training=false", "transfer.stage2=true")
+    assert rec["status"] == "ok", rec["error"]
+    assert (rec["fit_batchstats_frac"], rec["eval_batchstats_frac"], rec["bn_stats_changed"]) == (0.0, 0.0, 0.0)
+    assert rec["stat_dist_after"] == pytest.approx(rec["stat_dist_before"], rel=0.5)  # frozen: same base
+    assert rec["stage2_ran"] == 1.0
+    assert (rec["s2_fit_batchstats_frac"], rec["s2_eval_batchstats_frac"]) == (1.0, 0.0)
+    assert rec["s2_bn_stats_changed"] == 1.0
+    for key in ("s2_acc_train_fit", "s2_acc_train_eval", "s2_acc_test_precise", "s2_stat_dist_after"):
+        assert key in rec, key
+
+
+def test_tf_keras_keeps_training_false_after_unfreezing(run_cli):
+    """C15 under tf-keras: the training=False fixed in the functional model holds in stage 2."""
+    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=tf_keras", "base.training=false", "transfer.stage2=true")
+    assert rec["status"] == "ok", rec["error"]
+    assert (rec["s2_fit_batchstats_frac"], rec["s2_eval_batchstats_frac"], rec["s2_bn_stats_changed"]) == (0.0, 0.0, 0.0)
+
+
+def test_missing_source_dataset_fails_fast_and_names_the_key(tmp_path, cache_dir):
+    proc = bnexp(["run", "scenario=frozen_base", "semantics=keras3", "transfer.source=mnist",
+                  "data.train_size=512", "data.test_size=256"], tmp_path / "res", cache_dir, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "transfer.source=mnist" in proc.stderr and "mnist" in proc.stderr
+
+
+def test_bad_transfer_setting_is_a_one_line_error(tmp_path, cache_dir):
+    proc = bnexp(["run", "scenario=frozen_base", "semantics=keras3", "base.flag_style=sideways"], tmp_path / "res",
+                 cache_dir, check=False, timeout=120)
+    assert proc.returncode != 0 and "base.flag_style" in proc.stderr
+
+
+# ---------------------------------------------------------------- probes against NumPy, per semantics
+
+PROBE_SCRIPT = r"""
+import json, sys
+import numpy as np
+from bnexp.semantics import activate
+from bnexp import precise_bn
+fw = activate(sys.argv[1]); fw.set_seed(0)
+from experiments.frozen_base import bn_modes
+keras = fw.keras
+
+def nested(trainable, training):
+    inp = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(3, 3, name="c")(inp)
+    base = keras.Model(inp, keras.layers.Flatten()(fw.BatchNormalization(name="bn")(h)))
+    bn = base.get_layer("bn")
+    bn.moving_mean.assign(np.full(3, 5.0, np.float32))  # far from the data's statistics
+    bn.moving_variance.assign(np.full(3, 9.0, np.float32))
+    base.trainable = trainable
+    i2 = keras.Input((6, 6, 1))
+    f = base(i2, training=training) if training is not None else base(i2)
+    return keras.Model(i2, keras.layers.Dense(2)(f)), keras.Model(inp, h), bn
+
+rng = np.random.default_rng(0)
+xs = [(rng.normal(size=(8, 6, 6, 1)) * 2 + 1).astype("float32") for _ in range(3)]
+model, features, bn = nested(False, False)
+stats = precise_bn.population_stats(model, xs)
+flats = [np.asarray(features(x), np.float64).reshape(-1, 3) for x in xs]
+out = {"mean_err": float(np.max(np.abs(stats.layers[0].mean - np.mean([f.mean(0) for f in flats], 0)))),
+       "var_err": float(np.max(np.abs(stats.layers[0].var_biased - np.mean([f.var(0) for f in flats], 0)))),
+       "moving_kept": bool(np.all(np.asarray(bn.moving_mean) == 5.0) and np.all(np.asarray(bn.moving_variance) == 9.0))}
+for name, trainable, training in (("frozen_none", False, None), ("frozen_false", False, False),
+                                  ("open_false", True, False), ("open_none", True, None)):
+    m, _, _ = nested(trainable, training)
+    fit_modes, res_fit = bn_modes(m, xs[0], True)
+    eval_modes, res_eval = bn_modes(m, xs[0], False)
+    out[name] = [fit_modes[0], eval_modes[0]]
+    out[name + "_residual"] = max(res_fit, res_eval)
+print("RESULT " + json.dumps(out))
+"""
+
+# (batch statistics in fit?, in evaluate?) for a nested base, as each framework behaves.
+EXPECTED_MODES = {
+    "keras3": {"frozen_none": [False, False], "frozen_false": [False, False], "open_false": [True, False],
+               "open_none": [True, False]},
+    "tf_keras": {"frozen_none": [False, False], "frozen_false": [False, False], "open_false": [False, False],
+                 "open_none": [True, False]},
+    "keras2_v1": {"frozen_none": [True, False], "frozen_false": [False, False], "open_false": [False, False],
+                  "open_none": [True, False]},
+}
+
+
+@pytest.mark.parametrize("semantics", list(EXPECTED_MODES))
+def test_precise_bn_and_bn_modes_on_a_nested_base(semantics, cache_dir):
+    env = child_env(semantics, "cpu", bnexp_env(cache_dir))
+    proc = subprocess.run([sys.executable, "-c", PROBE_SCRIPT, semantics], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    # R1 on a frozen base hard-coded to training=False still sees each BN layer's real input ...
+    assert out["mean_err"] < 1e-5 and out["var_err"] < 1e-4
+    assert out["moving_kept"]  # ... and leaves the moving statistics as they were
+    for case, modes in EXPECTED_MODES[semantics].items():
+        assert out[case] == modes, (case, out[case])
+        assert out[case + "_residual"] < 1e-4

@@ -1,0 +1,36 @@
+"""The update_ops scenario (C08, TF1 graph mode) end to end through the real CLI, at tiny size."""
+
+import pytest
+
+KEYS = ("moving_unchanged", "moving_max_abs_dev", "acc_test_batchstats", "acc_test_moving", "acc_test_precise",
+        "acc_train_precise", "gap_test", "n_update_ops", "n_update_ops_collection", "trainable_abs_sum",
+        "steps", "proc.pid", "proc.eager", "proc.legacy_keras")
+
+
+def _ok(rec):
+    assert rec["status"] == "ok", rec["error"]
+    for key in KEYS:
+        assert key in rec, key
+    assert rec["semantics"] == "tf1" and rec["proc.eager"] == 0.0 and rec["proc.legacy_keras"] == 1.0
+    assert rec["steps"] == 4
+    return rec
+
+
+def test_tf_layers_dependency_moves_only_the_statistics(run_cli):
+    on = _ok(run_cli("scenario=update_ops", "update_ops.impl=tf_layers", "update_ops.attach=true"))
+    off = _ok(run_cli("scenario=update_ops", "update_ops.impl=tf_layers", "update_ops.attach=false"))
+    assert off["moving_unchanged"] == 1.0 and off["moving_max_abs_dev"] == 0.0  # exactly the initial 0/1
+    assert on["moving_unchanged"] == 0.0 and on["moving_max_abs_dev"] > 0.0
+    assert on["n_update_ops"] == on["n_update_ops_collection"] == 6  # 3 BN layers x (mean, variance)
+    # The dependency adds ops but changes neither the forward nor the backward pass.
+    assert on["trainable_abs_sum"] == off["trainable_abs_sum"]
+    assert on["acc_test_batchstats"] == off["acc_test_batchstats"]
+
+
+@pytest.mark.parametrize("impl, in_collection", [("keras_session", 0), ("manual", 6)])
+def test_statistics_exactly_unchanged_without_the_dependency(run_cli, impl, in_collection):
+    rec = _ok(run_cli("scenario=update_ops", f"update_ops.impl={impl}", "update_ops.attach=false"))
+    assert rec["moving_unchanged"] == 1.0 and rec["moving_max_abs_dev"] == 0.0
+    assert rec["n_update_ops"] == 6
+    # tf-keras layers keep their updates in model.updates; only tf.layers and hand-made ops use UPDATE_OPS.
+    assert rec["n_update_ops_collection"] == in_collection

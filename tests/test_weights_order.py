@@ -1,0 +1,20 @@
+"""The weights_order scenario end to end through the real CLI, at tiny size."""
+
+import pytest
+
+CANONICAL = "gamma,beta,moving_mean,moving_variance"
+
+
+@pytest.mark.parametrize("semantics", ["keras3", "keras2_v1"])
+def test_weights_order_record(run_cli, semantics):
+    rec = run_cli("scenario=weights_order", f"semantics={semantics}")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["order_by_name"] == CANONICAL and rec["order_by_value"] == CANONICAL
+    assert rec["order_by_name_ok"] == 1 and rec["order_by_value_ok"] == 1
+    assert rec["weights_per_layer"] == 4
+    for key in ("acc_test_moving", "acc_test_slot4_variance", "acc_test_slot4_std", "slot4_over_pop_var",
+                "slot4_over_pop_std", "slot4_closer_to_variance"):
+        assert key in rec, key
+    assert rec["acc_var_minus_std"] == rec["acc_test_slot4_variance"] - rec["acc_test_slot4_std"]
+    # slot4/std = (slot4/var) * sqrt(var): the two ratios differ unless every variance is 1
+    assert rec["slot4_over_pop_var"] > 0 and rec["slot4_over_pop_std"] > 0
