@@ -8,6 +8,8 @@ accuracy sees) and log the mean training loss of those steps. Metrics:
 
 - steps_to_target: first evaluation step with accuracy >= bn_benefit.target_acc; a run that never
   gets there is censored at train.batches + eval_every (reached_target = 0);
+- steps_to_target_batchstats: the same with batch-statistics (training-mode) accuracy, which is
+  free of the lag of the moving statistics (claim C01) early in training; for norm=none both agree;
 - steps_to_loss: first evaluation step whose mean training loss is <= bn_benefit.target_loss,
   censored the same way;
 - acc_test_final: inference-mode test accuracy after training (plus the batch-statistics /
@@ -40,6 +42,8 @@ def run(cfg, ctx) -> dict:
         "diverged": float(diverged),
         "steps_done": curve[-1]["step"] if curve else 0,
         "steps_to_target": first_step(curve, lambda r: r["acc_eval"] >= float(bb.target_acc), censored),
+        "steps_to_target_batchstats": first_step(curve, lambda r: r["acc_eval_batchstats"] >= float(bb.target_acc),
+                                                 censored),
         "steps_to_loss": first_step(curve, lambda r: r["loss"] <= float(bb.target_loss), censored),
         "loss_final": curve[-1]["loss"] if curve else math.nan,
         "acc_eval_best": max((r["acc_eval"] for r in curve if math.isfinite(r["acc_eval"])), default=math.nan),
@@ -61,9 +65,11 @@ def train_with_evaluations(cfg, ctx, model, d, steps: int, every: int, samples: 
     class Evaluate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             loss = float((logs or {}).get("loss", math.nan))
-            acc = probes.accuracy(model, x_eval, y_eval, False, bs) if math.isfinite(loss) else math.nan
+            ok = math.isfinite(loss)
             curve.append({"step": (epoch + 1) * every, "loss": loss,
-                          "acc_train_fit": float((logs or {}).get("accuracy", math.nan)), "acc_eval": acc})
+                          "acc_train_fit": float((logs or {}).get("accuracy", math.nan)),
+                          "acc_eval": probes.accuracy(model, x_eval, y_eval, False, bs) if ok else math.nan,
+                          "acc_eval_batchstats": probes.accuracy(model, x_eval, y_eval, True, bs) if ok else math.nan})
             if not math.isfinite(loss):
                 self.model.stop_training = True  # divergence is the outcome: stop, keep the record
 

@@ -15,9 +15,10 @@ Keras 3 analogue, semantics=keras3 (model.fit training, then a fresh model of th
   trainable         the trainable weights saved by hand (.npz); reload with fresh.set_weights(list),
                     and if that fails assign them by hand to fresh.trainable_weights
   trainable_moving  trainable weights + BN moving statistics by hand, in model.weights order
-  global            model.save_weights / load_weights (.weights.h5); also model.save / load_model
-                    (.keras), reported as keras_file.*
-Metrics: checkpoint contents (keys, moving-statistic keys), restore outcome and error, accuracy of the
+  global            model.save_weights / load_weights (.weights.h5, which also holds the optimizer
+                    state); also model.save / load_model (.keras), reported as keras_file.*
+Metrics: checkpoint contents (keys, moving-statistic keys; for tf1 also how many variables
+tf.compat.v1.moving_average_variables() lists), restore outcome and error, accuracy of the
 trained model (acc_test_saved) and of the restored one (acc_test_restored, and with batch statistics),
 acc_drop = saved - restored, and whether the restored moving statistics are exactly the trained ones or
 exactly the initial 0/1. Checkpoint files are deleted before the run returns; the list of keys written
@@ -40,6 +41,8 @@ MOVING = ("moving_mean", "moving_variance")
 
 def run(cfg, ctx) -> dict:
     strategy = cfg.checkpoint.strategy
+    if cfg.norm != "bn":
+        raise UserError(f"scenario {cfg.scenario.name} is about BatchNormalization; use norm=bn, not {cfg.norm!r}")
     if strategy not in STRATEGIES:
         raise UserError(f"unknown checkpoint.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     d = ctx.data()
@@ -137,41 +140,59 @@ def _keras3(cfg, ctx, d, strategy: str, folder) -> dict:
     trained = probes.moving_stats(model)
     out = {**fit, "acc_test_saved": probes.accuracy(model, d.x_test, d.y_test, False, bs)}
     fresh = protocol.build_model(cfg, ctx, d)  # new initial weights, moving statistics 0/1
-    failed, error, initialized = 0.0, "", 0
     if strategy == "global":
-        written = list(model.weights)
-        path = folder / "model.weights.h5"
-        model.save_weights(path)
-        size = path.stat().st_size
-        try:
-            fresh.load_weights(path)
-        except Exception as e:
-            failed, error = 1.0, short_error(e)
+        saved = _save_weights_file(model, fresh, folder)
         out.update(_keras_file(cfg, ctx, model, d, folder, trained))
     else:
-        if strategy == "trainable":
-            written = list(model.trainable_weights)
-        else:  # trainable + moving statistics, kept in model.weights order so set_weights can take it
-            written = [w for w in model.weights if w.trainable or _is_moving(w.path)]
-        np.savez(folder / "weights.npz", *[np.asarray(w) for w in written])
-        size = (folder / "weights.npz").stat().st_size
-        with np.load(folder / "weights.npz") as z:
-            values = [z[f"arr_{i}"] for i in range(len(written))]
-        try:
-            fresh.set_weights(values)
-        except Exception as e:  # fall back to assigning what was saved to the same collection by hand
-            failed, error = 1.0, short_error(e)
-            targets = fresh.trainable_weights if strategy == "trainable" else \
-                [w for w in fresh.weights if w.trainable or _is_moving(w.path)]
-            for var, value in zip(targets, values):
-                var.assign(value)
-            initialized = len(fresh.weights) - len(targets)
-    out.update({"keys": [w.path for w in written], "ckpt_keys": len(written),
-                "ckpt_moving_keys": sum(_is_moving(w.path) for w in written),
-                "ckpt_bytes": size, "restore_failed": failed, "restore_error": error, "n_initialized": initialized,
-                "acc_test_restored": probes.accuracy(fresh, d.x_test, d.y_test, False, bs),
+        saved = _by_hand(model, fresh, folder, strategy)
+    out.update({**saved, "acc_test_restored": probes.accuracy(fresh, d.x_test, d.y_test, False, bs),
                 "acc_test_restored_batchstats": probes.accuracy(fresh, d.x_test, d.y_test, True, bs),
                 **_stats_flags(probes.moving_stats(fresh), trained)})
+    return out
+
+
+def _by_hand(model, fresh, folder, strategy: str) -> dict:
+    """Save a list of weight arrays (.npz), reload with fresh.set_weights; if Keras refuses the list,
+    assign it by hand to the same collection of `fresh` (the rest keeps its initial values)."""
+    def chosen(m):
+        if strategy == "trainable":
+            return list(m.trainable_weights)
+        return [w for w in m.weights if w.trainable or _is_moving(w.path)]  # model.weights order
+
+    written, path = chosen(model), folder / "weights.npz"
+    np.savez(path, *[np.asarray(w) for w in written])
+    with np.load(path) as z:
+        values = [z[f"arr_{i}"] for i in range(len(written))]
+    out = {"keys": [w.path for w in written], "ckpt_keys": len(written),
+           "ckpt_moving_keys": sum(_is_moving(w.path) for w in written), "ckpt_bytes": path.stat().st_size,
+           "restore_failed": 0.0, "restore_error": "", "n_initialized": 0}
+    try:
+        fresh.set_weights(values)
+    except Exception as e:  # the outcome under test
+        targets = chosen(fresh)
+        for var, value in zip(targets, values):
+            var.assign(value)
+        out.update(restore_failed=1.0, restore_error=short_error(e), n_initialized=len(fresh.weights) - len(targets))
+    return out
+
+
+def _save_weights_file(model, fresh, folder) -> dict:
+    """model.save_weights / fresh.load_weights (.weights.h5). The file names variables by position
+    (layers/<class name>/vars/<i>) and also holds the optimizer's variables, so its keys are the file's
+    datasets and the moving statistics are counted from model.weights, all of which are written."""
+    import h5py
+
+    path = folder / "model.weights.h5"
+    model.save_weights(path)
+    keys = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: keys.append(name) if isinstance(obj, h5py.Dataset) else None)
+    out = {"keys": keys, "ckpt_keys": len(keys), "ckpt_moving_keys": sum(_is_moving(w.path) for w in model.weights),
+           "ckpt_bytes": path.stat().st_size, "restore_failed": 0.0, "restore_error": "", "n_initialized": 0}
+    try:
+        fresh.load_weights(path)
+    except Exception as e:
+        out.update(restore_failed=1.0, restore_error=short_error(e))
     return out
 
 
@@ -184,6 +205,6 @@ def _keras_file(cfg, ctx, model, d, folder, trained) -> dict:
     except Exception as e:
         return {"keras_file.restore_failed": 1.0, "keras_file.restore_error": short_error(e)}
     acc = probes.accuracy(loaded, d.x_test, d.y_test, False, int(cfg.probe.eval_batch_size))
-    return {"keras_file.restore_failed": 0.0, "keras_file.restore_error": "",
-            "keras_file.acc_test_restored": acc,
-            "keras_file.restored_stats_exact": _stats_flags(probes.moving_stats(loaded), trained)["restored_stats_exact"]}
+    exact = _stats_flags(probes.moving_stats(loaded), trained)["restored_stats_exact"]
+    return {"keras_file.restore_failed": 0.0, "keras_file.restore_error": "", "keras_file.acc_test_restored": acc,
+            "keras_file.restored_stats_exact": exact}

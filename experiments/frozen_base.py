@@ -11,10 +11,11 @@ long enough for its averages to settle; `ema` keeps the lagging averages of the 
 minus its classifier (the input of the `logits` layer).
 
 Target task. `transfer.target` classes `transfer.target_classes` (5-9) under the input domain shift
-`transfer.shift`. The default, `invert` (x -> 255 - x), moves the input mean from about 0.29 to 0.71
-and flips the sign of every first-layer feature's correlation with the input, so the first BN layer's
-source moving statistics are far from the target population statistics (the distance is recorded in
-`stat_dist_before`); `contrast` and `brightness` shift them less.
+`transfer.shift`. The default, `invert` (x -> 255 - x), moves the mean pixel from 0.31 (source) and
+0.26 (unshifted target) to 0.74 at the same spread, and flips the sign of every first-layer feature's
+response to the image content, so the first BN layer's source moving statistics are far from the
+target population's (recorded as `before.conv1_norm.mean_err`, `stat_dist_before`); `contrast` (spread
+halved) and `brightness` (+80 grey levels, clipped) shift them less.
 
 Fine-tuning. A new dense head (one logit per target class) goes on the base; `base.trainable` freezes
 or unfreezes the base; `base.training` is the `training=` argument the base is called with (null: not
@@ -266,7 +267,9 @@ def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_
     before = probes.moving_stats(model)
     training.compile_model(ctx.fw, model, cfg.train.optimizer, lr)
     batches = data_mod.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
-    out.update({f"{prefix}{k}": v for k, v in training.fit(model, batches, steps, history=ctx.history).items()})
+    rows: list[dict] = []
+    out.update({f"{prefix}{k}": v for k, v in training.fit(model, batches, steps, history=rows).items()})
+    ctx.history.extend({"stage": 2 if prefix else 1, **row} for row in rows)
     after = probes.moving_stats(model)
     changed = {b.name: not all(np.array_equal(before[f"{b.name}.{s}"], after[f"{b.name}.{s}"])
                                for s in ("moving_mean", "moving_variance")) for b in bns}

@@ -77,9 +77,10 @@ def checks(model, moments, initial, momentum) -> dict:
     """Replay at the trained momentum vs the layers' own statistics; last batch vs moving statistics."""
     layers = batch_norm_layers(model)
     same = batch_moments.replay(moments, initial, layers, momentum)
-    last = [(m[-1], v[-1]) for m, v in moments]
     rm, rv = batch_moments.max_error(layers, same)
-    lm, lv = batch_moments.max_error(layers, last)
+    lm = lv = float("nan")  # no training-mode step recorded (e.g. bn.training=false): nothing to compare
+    if moments and len(moments[0][0]):
+        lm, lv = batch_moments.max_error(layers, [(m[-1], v[-1]) for m, v in moments])
     return {"replay_check.mean_err": rm, "replay_check.var_rel_err": rv,
             "last_batch.mean_err": lm, "last_batch.var_rel_err": lv}
 

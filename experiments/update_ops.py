@@ -19,10 +19,13 @@ backward pass, so runs that differ only in `attach` should train identical weigh
 from __future__ import annotations
 
 from bnexp import tf1_graph
+from bnexp.errors import UserError
 
 
 def run(cfg, ctx) -> dict:
     fw, opts = ctx.fw, cfg.update_ops
+    if cfg.norm != "bn":
+        raise UserError(f"scenario {cfg.scenario.name} is about BatchNormalization; use norm=bn, not {cfg.norm!r}")
     d = ctx.data()
     gm = tf1_graph.build(fw, opts.impl, cfg.model.name, d.input_shape, d.num_classes, float(cfg.bn.momentum),
                          float(cfg.bn.epsilon), int(cfg.seed), zero_debias=bool(opts.manual_zero_debias))

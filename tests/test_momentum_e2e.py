@@ -5,6 +5,7 @@ import math
 import pytest
 
 from conftest import TINY, bnexp, records
+from rule_metrics import missing_rule_metrics
 
 LAYERS = ("conv1_norm", "conv2_norm", "fc1_norm")
 
@@ -29,6 +30,7 @@ def test_momentum_record_has_the_decomposition(run_cli):
     # replaying the trained momentum reproduces the layers' own moving statistics bit for bit (Keras 3)
     assert rec["replay_check.mean_err"] == 0 and rec["replay_check.var_rel_err"] == 0
     assert rec["m0.9.acc_test_moving"] == rec["acc_test_moving"]
+    assert missing_rule_metrics(rec, "momentum") == set()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The training_flag scenario end to end through the real CLI, at tiny size."""
 
-import pytest
+from rule_metrics import missing_rule_metrics
 
 SMALL = ["scenario=training_flag", "training_flag.eval_samples=64", "training_flag.eval_batch_sizes=[1,8,64]",
          "training_flag.probe_steps=2"]
@@ -23,6 +23,7 @@ def test_hard_coded_false_in_call_freezes_the_moving_stats_exactly(run_cli):
     assert rec["logit_diff_alone_vs_batch"] < 1e-4
     assert rec["learning_phase_api"] == 0  # Keras 3 has no set_learning_phase
     assert not any(k.startswith("lp") and k != "learning_phase_api" for k in rec)
+    assert missing_rule_metrics(rec, "training_flag") == {"lp_before_after_differ"}  # tf_keras only
 
 
 def test_default_flag_updates_in_fit_only(run_cli):
@@ -34,7 +35,6 @@ def test_default_flag_updates_in_fit_only(run_cli):
     assert "acc_test_nobn" not in rec
 
 
-@pytest.mark.slow
 def test_tf_keras_learning_phase_probes(run_cli):
     rec = run_cli(*SMALL, "semantics=tf_keras", "bn.training=false", "training_flag.compare_nobn=false")
     assert rec["status"] == "ok", rec["error"]
@@ -45,3 +45,4 @@ def test_tf_keras_learning_phase_probes(run_cli):
                 assert f"lp{v}_{when}.{key}" in rec
     assert rec["lp_before_after_differ"] in (0, 1)
     assert rec["moving_at_init"] == 1  # a functional tf-keras model keeps training=False given while building
+    assert missing_rule_metrics(rec, "training_flag") == {"acc_vs_nobn_abs"}  # compare_nobn=false here
