@@ -146,7 +146,11 @@ def evaluate(df: pd.DataFrame, rule: dict) -> Verdict:
         return out
     if by not in df:
         return out
+    named = (rule.get("where") or {}).get(by)  # `by` splits the rows `where` selected, never widens them
+    named = None if named is None else named if isinstance(named, (list, tuple)) else [named]
     for value in sorted(df[by].dropna().unique(), key=str):
+        if named is not None and value not in named:
+            continue
         sub_rule = {**rule, "by": None, "where": {**(rule.get("where") or {}), by: value}}
         out.groups[value] = evaluate(df, sub_rule)
     kinds = {g.verdict for g in out.groups.values()}

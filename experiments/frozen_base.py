@@ -247,7 +247,8 @@ def stat_distance(model, stats, prefix: str) -> dict:
 
 def evaluate_acc(cfg, model, x, y) -> float:
     """Accuracy as Keras' evaluate() reports it."""
-    return float(model.evaluate(x, y, batch_size=int(cfg.probe.eval_batch_size), verbose=0, return_dict=True)["accuracy"])
+    scores = model.evaluate(x, y, batch_size=int(cfg.probe.eval_batch_size), verbose=0, return_dict=True)
+    return float(scores["accuracy"])
 
 
 def measure_modes(model, d: data_mod.Prepared, batch_size: int, prefix: str = "") -> dict:
@@ -266,7 +267,8 @@ def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_
     out = measure_modes(model, d, int(cfg.train.batch_size), prefix)
     before = probes.moving_stats(model)
     training.compile_model(ctx.fw, model, cfg.train.optimizer, lr)
-    batches = data_mod.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
+    batches = data_mod.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps,
+                                     int(cfg.seed) + seed_offset)
     rows: list[dict] = []
     out.update({f"{prefix}{k}": v for k, v in training.fit(model, batches, steps, history=rows).items()})
     ctx.history.extend({"stage": 2 if prefix else 1, **row} for row in rows)

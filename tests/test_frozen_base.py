@@ -68,7 +68,8 @@ def test_tf_keras_keeps_training_false_after_unfreezing(run_cli):
     """C15 under tf-keras: the training=False fixed in the functional model holds in stage 2."""
     rec = run_cli("scenario=frozen_base", *SMALL, "semantics=tf_keras", "base.training=false", "transfer.stage2=true")
     assert rec["status"] == "ok", rec["error"]
-    assert (rec["s2_fit_batchstats_frac"], rec["s2_eval_batchstats_frac"], rec["s2_bn_stats_changed"]) == (0.0, 0.0, 0.0)
+    modes = (rec["s2_fit_batchstats_frac"], rec["s2_eval_batchstats_frac"], rec["s2_bn_stats_changed"])
+    assert modes == (0.0, 0.0, 0.0)
 
 
 def test_missing_source_dataset_fails_fast_and_names_the_key(tmp_path, cache_dir):
@@ -170,3 +171,38 @@ def test_precise_bn_and_bn_modes_on_a_nested_base(semantics, cache_dir):
     for case, modes in EXPECTED_MODES[semantics].items():
         assert out[case] == modes, (case, out[case])
         assert out[case + "_residual"] < 1e-4
+
+
+# ---------------------------------------------------------------- the scenario's verdict rules
+
+
+def _rules():
+    from omegaconf import OmegaConf
+
+    from bnexp import CONFIG_DIR
+
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scenario" / "frozen_base.yaml"))["scenario"]["verdicts"]
+
+
+def test_every_claim_has_a_rule_on_a_recorded_metric():
+    rules = _rules()
+    assert {r["claim"] for r in rules} >= {"C05", "C06", "C15", "R1"}
+    recorded = set(KEYS) | {f"s2_{k}" for k in KEYS} | {"precise_gain_test", "s2_bn_stats_changed"}
+    for r in rules:
+        assert r["metric"] in recorded, r["metric"]
+
+
+def test_rules_judge_only_the_semantics_they_name():
+    """Synthetic records (not the sweep's): `by: semantics` must not pull in semantics `where` left out."""
+    import pandas as pd
+
+    from bnexp.verdicts import evaluate
+
+    rows = [{"status": "ok", "seed": s, "semantics": sem, "base.trainable": False, "base.training": False,
+             "base.flag_style": "functional", "transfer.stage2": True,
+             "s2_bn_stats_changed": 1.0 if sem == "keras3" else 0.0}
+            for s in range(3) for sem in ("keras3", "tf_keras", "keras2_v1")]
+    c15 = next(r for r in _rules() if r["claim"] == "C15")
+    verdict = evaluate(pd.DataFrame(rows), c15)
+    assert set(verdict.groups) == {"keras3", "tf_keras"}
+    assert verdict.verdict == "depends: reproduced only for semantics in {tf_keras}"

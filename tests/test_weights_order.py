@@ -20,8 +20,9 @@ def test_weights_order_record(run_cli, semantics):
     assert rec["acc_var_minus_std"] == rec["acc_test_slot4_variance"] - rec["acc_test_slot4_std"]
     # slot4/std = (slot4/var) * sqrt(var): the two ratios differ unless every variance is 1
     assert rec["slot4_over_pop_var"] > 0 and rec["slot4_over_pop_std"] > 0
-    # momentum 0 for one training-mode pass: slot 4 is that batch's variance (exactly in Keras 3; tf-keras'
-    # fused conv BN stores the unbiased variance, m/(m-1) with m = 32*14*14 values per channel here)
+    # momentum 0 for one training-mode pass: slot 4 is that batch's variance, up to float32 summation (Keras 3)
+    # and tf-keras' fused conv BN storing the unbiased variance (m/(m-1), m = 32*14*14 values per channel here)
     assert rec["slot4_is_batch_variance"] == 1 and rec["slot4_variance_channel_share"] == 1
-    assert rec["slot4_vs_batch_var_max_rel_err"] == (0 if semantics == "keras3" else pytest.approx(1 / 6271, rel=0.01))
+    assert rec["slot4_vs_batch_var_max_rel_err"] < (1e-4 if semantics == "keras3" else 1 / 6271 + 1e-4)
+    assert rec["slot4_vs_batch_std_median_rel_err"] > 0.1
     assert missing_rule_metrics(rec, "weights_order") == set()
