@@ -120,7 +120,11 @@ def _subclassed(keras, layers, head, bn_training, input_shape, name):
     import numpy as np
 
     model = FlagModel()
-    model(np.zeros((1, *input_shape), np.float32))  # create the weights
+    model(np.zeros((1, *input_shape), np.float32))  # create the weights ...
+    for layer in model.body:  # ... and undo what a hard-coded training=True call did to the moving stats
+        if is_batch_norm(layer):
+            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+            layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
     return model
 
 
