@@ -104,7 +104,7 @@ def _bars(df: pd.DataFrame, groups: list[str], metrics: dict[str, str], title: s
 
 
 def _lines(df: pd.DataFrame, x: str, series: str, metric: str, title: str, path: Path, panels: str | None = None,
-           logx: bool = True, ylabel: str = "test accuracy"):
+           xbase: int | None = 2, ylabel: str = "test accuracy"):
     """Mean over seeds of `metric` against `x`, one line per `series` value, one panel per `panels` value."""
     if not {x, series, metric} <= set(df.columns):
         return None
@@ -116,8 +116,8 @@ def _lines(df: pd.DataFrame, x: str, series: str, metric: str, title: str, path:
         for s, g in sub.groupby(series, dropna=False):
             curve = g.groupby(x)[metric].mean().sort_index()
             ax.plot(curve.index, curve.values, marker="o", label=str(s))
-        if logx:
-            ax.set_xscale("log", base=2)
+        if xbase:
+            ax.set_xscale("log", base=xbase)
         ax.set_xlabel(x)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{panels}={pv}" if pv is not None else "", fontsize=9)
@@ -156,10 +156,7 @@ def weights_order_bars(df, folder):
 @drawer("bn_benefit")
 def bn_benefit_lines(df, folder):
     path = _lines(df, "train.lr", "norm", "acc_test_final", "C13: final test accuracy vs learning rate",
-                  folder / "bn_benefit.png", panels="train.optimizer", logx=False)
-    if path:
-        for ax in plt.gcf().axes:
-            ax.set_xscale("log")
+                  folder / "bn_benefit.png", panels="train.optimizer", xbase=10)
     return path and (path, "Final test accuracy with and without BN over learning rates, per optimizer")
 
 
