@@ -3,8 +3,9 @@
 After training, freeze the weights, run the model over N training batches with every BN layer in
 training mode, record each layer's per-batch mean and variance of its input, and replace the
 exponential moving averages by their plain average over the N batches. The variance can be the biased
-per-batch estimate (what Keras' moving variance averages) or the unbiased one, m/(m-1) times it, with
-m the number of values per channel in a batch (claim C12).
+per-batch estimate (what Keras 3's moving variance averages; tf-keras' fused conv BN averages the
+unbiased one) or the unbiased one, m/(m-1) times it, with m the number of values per channel in a
+batch (claim C12).
 
 Works for any Keras flavour and any model structure (nested bases, subclassed models): each BN
 layer's `call` is wrapped for the duration of the pass, so its actual inputs are seen.
