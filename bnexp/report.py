@@ -36,6 +36,7 @@ CLAIM_LINES = {  # one line per claim, our words (full text: CLAIMS.md in the pr
     "C13": ("000, 003", "BN trains faster, ends more accurate and tolerates higher learning rates"),
     "C14": ("004", "fit updates the moving stats; predict and evaluate leave them unchanged"),
     "C15": ("guide", "Unfrozen base called with training=False keeps BN in inference mode during fine-tuning"),
+    "R1": ("Wu & Johnson 2021", "Remedy: recompute population statistics after training (precise BN)"),
 }
 KEY_METRICS = ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc_train_precise",
                "acc_test_batchstats", "acc_test_moving", "acc_test_precise", "gap_test")
@@ -115,7 +116,7 @@ def build(results_dir: str | os.PathLike = "results") -> Path:
     configs = scenario_configs()
     all_df = store.table()
     verdicts: list[tuple[str, Verdict]] = []
-    sections, figure_of_claim = [], {}
+    sections, first_figure = [], {}
     for name, scfg in configs.items():
         df = all_df[all_df["scenario"] == name] if not all_df.empty else pd.DataFrame()
         if df.empty:
@@ -131,12 +132,11 @@ def build(results_dir: str | os.PathLike = "results") -> Path:
             (tables / f"{name}_summary.md").write_text(_md_table(summ, cols) + "\n")
         figs = figures.draw(name, df, figdir)
         results = evaluate_all(df, scfg.get("verdicts", []) or [])
-        for v in results:
-            verdicts.append((name, v))
-            if figs:
-                figure_of_claim.setdefault(v.claim, figs[0][0])
+        verdicts.extend((name, v) for v in results)
+        if figs:
+            first_figure[name] = figs[0][0]
         sections.append(_section(name, scfg, df, summ, cols, figs, results, root))
-    text = _header(all_df, verdicts, figure_of_claim, root) + "\n".join(sections) + _environment(all_df, root)
+    text = _header(all_df, verdicts, first_figure, root) + "\n".join(sections) + _environment(all_df, root)
     out = root / "report.md"
     out.write_text(text)
     return out
@@ -146,7 +146,7 @@ def _rel(path: Path, root: Path) -> str:
     return os.path.relpath(path, root)
 
 
-def _header(all_df, verdicts, figure_of_claim, root) -> str:
+def _header(all_df, verdicts, first_figure, root) -> str:
     lines = ["# bnexp report", "",
              "Every number below is recomputed by `python -m bnexp report` from the run records in "
              "`results/runs/`. Verdict rules are fixed in `configs/scenario/*.yaml` before the sweep; "
@@ -163,7 +163,7 @@ def _header(all_df, verdicts, figure_of_claim, root) -> str:
             lines.append(f"| {claim} | {line} | {src} | not measured (no records) | | | | |")
             continue
         for scen, v in by_claim[claim]:
-            fig = figure_of_claim.get(claim)
+            fig = first_figure.get(scen)
             link = f"[fig]({_rel(fig, root)})" if fig and Path(fig).exists() else ""
             says = f" ({v.says})" if v.says else ""
             lines.append(f"| {claim} | {line}{says} | {src} | **{v.verdict}** | {v.number()} | {v.n_seeds} | "

@@ -142,7 +142,8 @@ def main(argv: list[str]) -> int:
             print(f"\nbnexp: the {name} multirun exited {proc.returncode}; see {logs / (name + '.log')}",
                   file=sys.stderr)
     bar.close()
-    _write_meta(store, sweep["name"], points, before["ok"], start, extra)
+    if before["ok"] < len(points):  # a sweep that ran nothing measured nothing: keep the last measurement
+        _write_meta(store, sweep["name"], points, before["ok"], start, extra)
     return _summary(store, points, time.time() - start)
 
 
