@@ -166,8 +166,8 @@ def _header(all_df, verdicts, first_figure, root) -> str:
             fig = first_figure.get(scen)
             link = f"[fig]({_rel(fig, root)})" if fig and Path(fig).exists() else ""
             says = f" ({v.says})" if v.says else ""
-            lines.append(f"| {claim} | {line}{says} | {src} | **{v.verdict}** | {v.number()} | {v.n_seeds} | "
-                         f"{scen}: {v.rule} | {link} |")
+            cells = [claim, line + says, src, f"**{v.verdict}**", v.number(), str(v.n_seeds), f"{scen}: {v.rule}", link]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n\n"
 
 
@@ -200,7 +200,8 @@ def _environment(all_df, root) -> str:
     if not all_df.empty:
         for col in ("tensorflow", "keras", "device", "git_commit"):
             if col in all_df:
-                lines.append(f"- {col}: {', '.join(sorted(map(str, all_df[col].dropna().unique())))}")
+                counts = all_df[col].dropna().astype(str).value_counts().sort_index()
+                lines.append(f"- {col} (runs): {', '.join(f'{k} ({n})' for k, n in counts.items())}")
     lines.append(f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for f in sorted((root / "sweeps").glob("*.json")):
         s = json.loads(f.read_text())

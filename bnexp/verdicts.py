@@ -14,7 +14,8 @@ A rule is data in a scenario config, written before the sweep runs:
 Per seed the metric is averaged over the selected rows (so every seed counts once); the seeds' means
 give the mean and a Student-t 95% CI. Verdicts: `reproduced` (CI entirely on the claim's side),
 `not reproduced` (CI entirely on the other side), `inconclusive` (CI straddles the threshold, or fewer
-than `MIN_SEEDS` seeds), `depends: ...` (with `by`, some groups reproduced and some not).
+than `MIN_SEEDS` seeds), `depends: ...` (with `by`, some groups reproduced and some not); with `by`,
+an inconclusive verdict lists which groups were settled which way.
 """
 
 from __future__ import annotations
@@ -159,8 +160,10 @@ def evaluate(df: pd.DataFrame, rule: dict) -> Verdict:
     elif "reproduced" in kinds and "not reproduced" in kinds:
         yes = [str(v) for v, g in out.groups.items() if g.verdict == "reproduced"]
         out.verdict = f"depends: reproduced only for {by} in {{{', '.join(yes)}}}"
-    else:
-        out.verdict = "inconclusive"
+    else:  # settled for some values, unsettled for others: say which
+        parts = [f"{kind} for {by} in {{{', '.join(str(v) for v, g in out.groups.items() if g.verdict == kind)}}}"
+                 for kind in ("reproduced", "not reproduced", "inconclusive") if kind in kinds]
+        out.verdict = f"inconclusive ({'; '.join(parts)})"
     whole = per_seed(df, {**rule, "by": None})
     out.mean, out.lo, out.hi = mean_ci(whole)
     out.n_seeds = len(whole)

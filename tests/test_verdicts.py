@@ -82,3 +82,9 @@ def test_expression_metrics():
     df = pd.DataFrame({"seed": [0, 1, 2], "a": [0.9, 0.9, 0.9], "b": [0.5, 0.52, 0.51], "status": "ok"})
     v = evaluate(df, {"claim": "X", "metric": "a - b", "compare": ">", "threshold": 0.2})
     assert v.verdict == "reproduced"
+
+
+def test_by_factor_partly_settled_says_which_groups():
+    df = records({"unit": [0.0, 0.001, -0.001], "raw": [0.0, 0.1, 0.05]}, factor="data.scaling")
+    v = evaluate(df, {**RULE, "by": "data.scaling"})
+    assert v.verdict == "inconclusive (not reproduced for data.scaling in {unit}; inconclusive for data.scaling in {raw})"
