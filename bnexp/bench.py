@@ -49,39 +49,41 @@ def _records(results: Path) -> list[dict]:
 
 
 def step_overhead(reps: int, steps: int, batch_size: int = 64) -> dict:
-    """Median time ratio harness/plain for `steps` optimizer steps, after a warm-up of each."""
-    from omegaconf import OmegaConf
+    """Median time ratio harness/plain for `steps` optimizer steps on compiled, warmed-up models.
 
-    from bnexp import data, models, protocol, training
-    from bnexp.child import Context
+    Harness: bnexp.training.fit over bnexp.data.train_batches (the path every scenario trains with,
+    after compile). Plain: model.fit(x, y, batch_size) on NumPy arrays. Compiling and tracing are a
+    per-run fixed cost, measured by fixed_cost().
+    """
+    from bnexp import data, models, training
     from bnexp.semantics import activate
 
     fw = activate("keras3")
     fw.set_seed(0)
-    cfg = OmegaConf.create({"train": {"batches": steps, "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3},
-                            "seed": 0, "verbose": 0})
     arrays = data.load("fashion_mnist", "/usr/share/datasets/fashion-mnist", None, Path.home() / ".cache/bnexp")
     x = data.scale(arrays.x_train[: steps * batch_size], "unit")
     y = arrays.y_train[: steps * batch_size]
-    d = data.Prepared(x, y, x[:10], y[:10], 10)
-    ctx = Context(fw, cfg, Path(tempfile.mkdtemp()), Path.home(), "cpu")
 
     def fresh():
         m = models.build(fw, "small_cnn", (28, 28, 1), 10)
         training.compile_model(fw, m, "adam", 1e-3)
         return m
 
+    def harness_fit(m):
+        training.fit(m, data.train_batches(x, y, batch_size, steps, seed=0), steps)
+
+    def plain_fit(m):
+        m.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+
     harness_model, plain_model = fresh(), fresh()
-    protocol.train(cfg, ctx, harness_model, d)  # warm-up: tracing and pipeline start-up
-    plain_model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    harness_fit(harness_model)  # warm-up: tracing and pipeline start-up
+    plain_fit(plain_model)
     harness, plain = [], []
     for _ in range(reps):
-        t = time.perf_counter()
-        protocol.train(cfg, ctx, harness_model, d)
-        harness.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        plain_model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-        plain.append(time.perf_counter() - t)
+        for fn, m, times in ((harness_fit, harness_model, harness), (plain_fit, plain_model, plain)):
+            t = time.perf_counter()
+            fn(m)
+            times.append(time.perf_counter() - t)
     ratios = [h / p for h, p in zip(harness, plain)]
     return {"ratio_median": statistics.median(ratios), "ratios": ratios, "steps": steps,
             "plain_steps_per_s": steps / statistics.median(plain)}
