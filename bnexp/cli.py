@@ -59,21 +59,14 @@ def run(argv: list[str]) -> None:
     hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")(task)()
 
 
-def scenarios() -> dict[str, dict]:
-    """Every scenario config: name -> its `scenario` node."""
-    out = {}
-    for f in sorted((CONFIG_DIR / "scenario").glob("*.yaml")):
-        out[f.stem] = OmegaConf.to_container(OmegaConf.load(f)).get("scenario", {})
-    return out
-
-
 def list_all() -> None:
+    from bnexp.config_check import scenario_configs
     from bnexp.data import DATASETS
     from bnexp.models import MODELS, NORMS
     from bnexp.semantics import SEMANTICS
 
     print("scenarios (scenario=NAME):")
-    for name, node in scenarios().items():
+    for name, node in scenario_configs().items():
         print(f"  {name:<14} claims {', '.join(node.get('claims', [])):<22} semantics {', '.join(node.get('semantics', []))}")
     for title, table in (("datasets (data=NAME)", DATASETS), ("models (model=NAME)", MODELS),
                          ("norms (norm=NAME)", NORMS), ("semantics (semantics=NAME)", SEMANTICS)):

@@ -14,6 +14,16 @@ from bnexp.training import OPTIMIZERS
 DEVICES = ("auto", "cpu", "gpu")
 
 
+def scenario_configs() -> dict[str, dict]:
+    """Every scenario config: name -> its `scenario` node (claims, semantics, verdict rules, ...)."""
+    from omegaconf import OmegaConf
+
+    from bnexp import CONFIG_DIR
+
+    return {f.stem: OmegaConf.to_container(OmegaConf.load(f)).get("scenario", {})
+            for f in sorted((CONFIG_DIR / "scenario").glob("*.yaml"))}
+
+
 def _choice(value, valid, key: str) -> None:
     if value not in valid:
         raise UserError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")

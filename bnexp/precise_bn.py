@@ -79,6 +79,17 @@ def _moving_vars(layer):
     return [layer.moving_mean, layer.moving_variance, *(v for v in extra if v is not None)]
 
 
+@contextlib.contextmanager
+def statistics_kept(model):
+    """Restore every BN layer's statistics (see _moving_vars) on exit: a training-mode call updates them."""
+    saved = [(v, np.array(v)) for layer in batch_norm_layers(model) for v in _moving_vars(layer)]
+    try:
+        yield
+    finally:
+        for var, value in saved:
+            var.assign(value)
+
+
 def population_stats(model, batches, max_batches: int | None = None) -> Recompute:
     """Population statistics of every BN layer's input over `batches` (images only, or (x, y) pairs).
 
@@ -86,10 +97,9 @@ def population_stats(model, batches, max_batches: int | None = None) -> Recomput
     """
     bns = batch_norm_layers(model)
     sink: dict[int, list] = {i: [] for i in range(len(bns))}
-    before = [[np.array(v) for v in _moving_vars(layer)] for layer in bns]
     out = Recompute()
     start = time.perf_counter()
-    with _recording(bns, sink):
+    with statistics_kept(model), _recording(bns, sink):  # the pass's own updates are undone
         for n, batch in enumerate(batches):
             if max_batches is not None and n >= max_batches:
                 break
@@ -97,9 +107,6 @@ def population_stats(model, batches, max_batches: int | None = None) -> Recomput
             model(x, training=True)
             out.forward_passes += 1
     out.seconds = time.perf_counter() - start
-    for layer, values in zip(bns, before):  # undo the updates the training-mode pass made
-        for var, value in zip(_moving_vars(layer), values):
-            var.assign(value)
     for i, layer in enumerate(bns):
         rows = sink[i]
         if not rows:
@@ -127,12 +134,6 @@ def recompute(model, batches, unbiased: bool = False, max_batches: int | None = 
 @contextlib.contextmanager
 def swapped(model, stats: Recompute, unbiased: bool = False):
     """Use recomputed statistics inside the block, then put the moving statistics back."""
-    bns = batch_norm_layers(model)
-    saved = [[np.array(v) for v in _moving_vars(layer)] for layer in bns]
-    apply(model, stats, unbiased)
-    try:
+    with statistics_kept(model):
+        apply(model, stats, unbiased)
         yield
-    finally:
-        for layer, values in zip(bns, saved):
-            for var, value in zip(_moving_vars(layer), values):
-                var.assign(value)

@@ -17,15 +17,7 @@ from bnexp import precise_bn
 from bnexp.models import batch_norm_layers
 
 
-@contextlib.contextmanager
-def moving_stats_kept(model):
-    """Restore every BN layer's moving statistics on exit (a training-mode call updates them)."""
-    saved = [(v, np.array(v)) for layer in batch_norm_layers(model) for v in precise_bn._moving_vars(layer)]
-    try:
-        yield
-    finally:
-        for var, value in saved:
-            var.assign(value)
+moving_stats_kept = precise_bn.statistics_kept  # restore BN statistics after a training-mode probe
 
 
 def logits(model, x: np.ndarray, training: bool | None, batch_size: int = 256) -> np.ndarray:

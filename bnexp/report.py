@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bnexp import CONFIG_DIR
+from bnexp.config_check import scenario_configs
 from bnexp.store import Store
 from bnexp.verdicts import Verdict, evaluate_all, mean_ci
 
@@ -42,13 +43,6 @@ KEY_METRICS = ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc
                "acc_test_batchstats", "acc_test_moving", "acc_test_precise", "gap_test")
 META = {"run_id", "scenario", "claims", "status", "error", "seed", "wall_s", "child_s", "peak_rss_mb", "device",
         "tensorflow", "keras", "git_commit", "started_at", "dataset", "semantics"}
-
-
-def scenario_configs() -> dict[str, dict]:
-    out = {}
-    for f in sorted((CONFIG_DIR / "scenario").glob("*.yaml")):
-        out[f.stem] = OmegaConf.to_container(OmegaConf.load(f)).get("scenario", {})
-    return out
 
 
 def config_keys(scenario: str) -> set[str]:

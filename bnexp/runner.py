@@ -47,7 +47,7 @@ def _die_with_parent():
         pass
 
 
-def execute(cfg: dict, store: Store, force: bool = False, quiet: bool = True) -> tuple[dict, Path]:
+def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
     """Run one resolved config (plain dict) unless an `ok` record exists; return (record, its folder)."""
     scenario = cfg["scenario"]["name"]
     rid = run_id(cfg)

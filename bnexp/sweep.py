@@ -61,8 +61,9 @@ def expand(overrides: list[str]) -> list[list[str]]:
     return [list(p) for p in itertools.product(*axes)]
 
 
-def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tuple[dict, dict[str, list[str]], list[Point]]:
-    """(sweep config, per-scenario multirun overrides, every grid point with its run id), all validated."""
+def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tuple[dict, dict[str, list[str]], list[Point], str]:
+    """(sweep config, per-scenario multirun overrides, every grid point with its run id, results folder),
+    all validated."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         try:
             base = compose("config", overrides=[f"sweep={sweep_name}", *[e for e in extra if _is_group(e)]])
@@ -92,8 +93,9 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
                 resolved = OmegaConf.to_container(cfg, resolve=True)
                 config_check.validate(resolved)
                 points.append(Point(name, run_id(resolved)))
+                results_dir = resolved["paths"]["results_dir"]
     unique = list(dict.fromkeys((p.scenario, p.run_id) for p in points))  # an override may collapse a grid axis
-    return sweep, multirun, [Point(*p) for p in unique]
+    return sweep, multirun, [Point(*p) for p in unique], results_dir
 
 
 def _launch(overrides: list[str]) -> subprocess.Popen:
@@ -115,9 +117,8 @@ def main(argv: list[str]) -> int:
 
     opts, extra = _split(argv)
     scenarios = opts["scenarios"].split(",") if opts["scenarios"] else None
-    sweep, multirun, points = plan(opts["sweep"], scenarios, extra)
-    results_dir = next((e.split("=", 1)[1] for e in extra if e.startswith("paths.results_dir=")), None)
-    store = Store(results_dir or _resolved_results_dir())
+    sweep, multirun, points, results_dir = plan(opts["sweep"], scenarios, extra)
+    store = Store(results_dir)
     store.check_writable()
     before = _status(store, points)
     print(f"bnexp sweep {sweep['name']}: {len(points)} runs in {len(multirun)} scenarios, "
@@ -135,9 +136,9 @@ def main(argv: list[str]) -> int:
             for line in proc.stdout:  # the multirun's own output goes to a log; the bar shows progress
                 log.write(line)
                 if line.startswith("bnexp: "):
-                    _refresh(bar, store, points, start)
+                    _refresh(bar, store, points)
         proc.wait()
-        _refresh(bar, store, points, start)
+        _refresh(bar, store, points)
         if proc.returncode != 0:
             print(f"\nbnexp: the {name} multirun exited {proc.returncode}; see {logs / (name + '.log')}",
                   file=sys.stderr)
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> int:
     return _summary(store, points, time.time() - start)
 
 
-def _refresh(bar, store, points, start) -> None:
+def _refresh(bar, store, points) -> None:
     counts = _status(store, points)
     done = len(points) - counts["missing"]
     bar.n = done
@@ -189,8 +190,3 @@ def _summary(store: Store, points: list[Point], seconds: float) -> int:
         print("failures:\n" + "\n".join(bad), file=sys.stderr)
         return 1
     return 0
-
-
-def _resolved_results_dir() -> str:
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("config").paths.results_dir
