@@ -55,8 +55,8 @@ def step_overhead(reps: int, steps: int, batch_size: int = 64) -> dict:
     after compile). Plain: model.fit(x, y, batch_size) on NumPy arrays. Compiling and tracing are a
     per-run fixed cost, measured by fixed_cost().
     """
-    from bnexp import data, models, training
-    from bnexp.semantics import activate
+    from bnexp.toolkit import data, models, training
+    from bnexp.toolkit.framework import activate
 
     fw = activate("keras3")
     fw.set_seed(0)

@@ -61,9 +61,7 @@ def run(argv: list[str]) -> None:
 
 def list_all() -> None:
     from bnexp.config_check import scenario_configs
-    from bnexp.data import DATASETS
-    from bnexp.models import MODELS, NORMS
-    from bnexp.semantics import SEMANTICS
+    from bnexp.names import DATASETS, MODELS, NORMS, SEMANTICS
 
     print("scenarios (scenario=NAME):")
     for name, node in scenario_configs().items():

@@ -5,13 +5,8 @@ from __future__ import annotations
 import importlib.util
 import numbers
 
-from bnexp.data import DATASETS, SCALINGS, SHIFTS
 from bnexp.errors import UserError
-from bnexp.models import FLAG_STYLES, MODELS, NORMS
-from bnexp.semantics import SEMANTICS
-from bnexp.training import OPTIMIZERS
-
-DEVICES = ("auto", "cpu", "gpu")
+from bnexp.names import DATASETS, DEVICES, FLAG_STYLES, MODELS, NORMS, OPTIMIZERS, SCALINGS, SEMANTICS, SHIFTS
 
 
 def scenario_configs() -> dict[str, dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from bnexp import PACKAGE_DIR
-from bnexp.semantics import child_env
+from bnexp.names import LEGACY
 from bnexp.store import Store, flatten, identity, run_id
 
 LOG_TAIL = 1500  # characters of the child's output kept in a failed record's error
@@ -37,6 +37,18 @@ def git_commit() -> str:
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
+
+
+def child_env(semantics: str, device: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process that will run `semantics` on `device`."""
+    env = dict(os.environ if base is None else base)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    if semantics in LEGACY:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 def _die_with_parent():
@@ -62,7 +74,7 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
     env = child_env(cfg["semantics"], cfg["device"])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
     with open(tmp / "log.txt", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bnexp.child", str(tmp)], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "bnexp.toolkit.child", str(tmp)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent, start_new_session=True)
         try:

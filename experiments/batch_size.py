@@ -17,7 +17,7 @@ Steps, fit seconds and steps/s record what tiny batches cost.
 
 from __future__ import annotations
 
-from bnexp import budget, models, probes, protocol
+from bnexp.toolkit import budget, models, probes, protocol
 
 
 def run(cfg, ctx) -> dict:

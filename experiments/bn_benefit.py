@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from bnexp import data, probes, protocol, training
+from bnexp.toolkit import data, probes, protocol, training
 from bnexp.errors import UserError
 
 

@@ -32,7 +32,7 @@ import shutil
 
 import numpy as np
 
-from bnexp import probes, protocol, tf1_graph
+from bnexp.toolkit import probes, protocol, tf1_graph
 from bnexp.errors import UserError
 
 STRATEGIES = ("trainable", "trainable_moving", "global")

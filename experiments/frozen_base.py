@@ -54,10 +54,11 @@ import time
 import numpy as np
 from omegaconf import OmegaConf
 
-from bnexp import data as data_mod
-from bnexp import models, precise_bn, probes, protocol, training
-from bnexp.base_cache import BaseCache
 from bnexp.errors import DataUnavailable, UserError
+from bnexp.names import DATASETS, SHIFTS
+from bnexp.toolkit import data as data_mod
+from bnexp.toolkit import models, precise_bn, probes, protocol, training
+from bnexp.toolkit.base_cache import BaseCache
 
 FLAG_STYLES = ("functional", "subclass", "layer")
 BASE_STATS = ("precise", "ema")
@@ -70,10 +71,10 @@ def check(cfg) -> None:
     """Fail fast, before any data or model work, on a bad transfer/base setting."""
     t, b = cfg.transfer, cfg.base
     for role in ("source", "target"):
-        if t[role] not in data_mod.DATASETS:
-            raise UserError(f"transfer.{role}={t[role]!r} is not a dataset; valid: {', '.join(data_mod.DATASETS)}")
-    if t.shift not in data_mod.SHIFTS:
-        raise UserError(f"transfer.shift={t.shift!r} is unknown; valid: {', '.join(data_mod.SHIFTS)}")
+        if t[role] not in DATASETS:
+            raise UserError(f"transfer.{role}={t[role]!r} is not a dataset; valid: {', '.join(DATASETS)}")
+    if t.shift not in SHIFTS:
+        raise UserError(f"transfer.shift={t.shift!r} is unknown; valid: {', '.join(SHIFTS)}")
     if t.base_stats not in BASE_STATS:
         raise UserError(f"transfer.base_stats={t.base_stats!r} is unknown; valid: {', '.join(BASE_STATS)}")
     if b.flag_style not in FLAG_STYLES:

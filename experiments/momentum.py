@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnexp import batch_moments, precise_bn, probes, protocol
+from bnexp.toolkit import batch_moments, precise_bn, probes, protocol
 from bnexp.errors import UserError
-from bnexp.models import batch_norm_layers
+from bnexp.toolkit.models import batch_norm_layers
 
 
 def run(cfg, ctx) -> dict:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 from omegaconf import OmegaConf
 
-from bnexp import data, probes, protocol, training
-from bnexp.base_cache import BaseCache
+from bnexp.toolkit import data, probes, protocol, training
+from bnexp.toolkit.base_cache import BaseCache
 
 AGREE_TOL = 1e-4  # relative: fit-mode and predict outputs "agree" within float rounding of different kernels
 

@@ -18,7 +18,7 @@ backward pass, so runs that differ only in `attach` should train identical weigh
 
 from __future__ import annotations
 
-from bnexp import tf1_graph
+from bnexp.toolkit import tf1_graph
 from bnexp.errors import UserError
 
 

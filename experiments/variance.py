@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from bnexp import budget, data, precise_bn, precise_curve, probes, protocol
-from bnexp.models import batch_norm_layers
+from bnexp.toolkit import budget, data, precise_bn, precise_curve, probes, protocol
+from bnexp.toolkit.models import batch_norm_layers
 from bnexp.errors import UserError
 
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnexp import precise_bn, probes, protocol
-from bnexp.models import batch_norm_layers
+from bnexp.toolkit import precise_bn, probes, protocol
+from bnexp.toolkit.models import batch_norm_layers
 
 CANONICAL = ("gamma", "beta", "moving_mean", "moving_variance")
 

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from bnexp.base_cache import BaseCache, spec_key
+from bnexp.toolkit.base_cache import BaseCache, spec_key
 
 SPEC = {"dataset": "fashion_mnist", "classes": [0, 1, 2, 3, 4], "semantics": "keras3", "seed": 0, "steps": 500}
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bnexp import budget
+from bnexp.toolkit import budget
 from bnexp.errors import UserError
 
 DECOMPOSITION = ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc_test_batchstats",

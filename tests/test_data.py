@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from bnexp import data
+from bnexp.toolkit import data
 from bnexp.errors import DataUnavailable, UserError
 
 

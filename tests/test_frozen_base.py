@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from bnexp.semantics import child_env
+from bnexp.runner import child_env
 from conftest import ROOT, bnexp, bnexp_env
 
 # Tiny pretraining and stages on top of conftest's TINY sizes.
@@ -105,8 +105,8 @@ def test_bad_transfer_setting_is_a_clear_error(override, key):
 PROBE_SCRIPT = r"""
 import json, sys
 import numpy as np
-from bnexp.semantics import activate
-from bnexp import precise_bn
+from bnexp.toolkit.framework import activate
+from bnexp.toolkit import precise_bn
 fw = activate(sys.argv[1]); fw.set_seed(0)
 from experiments.frozen_base import bn_modes
 keras = fw.keras

@@ -5,8 +5,8 @@ flag style, where BN's training flag is hard-coded inside call()."""
 import numpy as np
 import pytest
 
-from bnexp import models
-from bnexp.semantics import activate
+from bnexp.toolkit import models
+from bnexp.toolkit.framework import activate
 
 SHAPES = {"small_cnn": (28, 28, 1), "mlp": (28, 28, 1), "resnet_tiny": (32, 32, 3)}
 NORM_CLASS = {"gn": "GroupNormalization", "ln": "LayerNormalization"}

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from bnexp import precise_bn, precise_curve, probes
-from bnexp.semantics import activate, child_env
+from bnexp.toolkit import precise_bn, precise_curve, probes
+from bnexp.runner import child_env
+from bnexp.toolkit.framework import activate
 from conftest import ROOT, bnexp_env
 
 BATCHES, BATCH = 5, 8
@@ -128,8 +129,8 @@ def test_batches_to_converge():
 TF_KERAS_CHECK = r"""
 import json
 import numpy as np
-from bnexp import precise_bn
-from bnexp.semantics import activate
+from bnexp.toolkit import precise_bn
+from bnexp.toolkit.framework import activate
 fw = activate("tf_keras")
 keras = fw.keras
 rng = np.random.default_rng(1)

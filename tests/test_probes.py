@@ -4,8 +4,8 @@ batch dependence shows up exactly when BN uses batch statistics, and stat errors
 import numpy as np
 import pytest
 
-from bnexp import models, precise_bn, probes
-from bnexp.semantics import activate
+from bnexp.toolkit import models, precise_bn, probes
+from bnexp.toolkit.framework import activate
 
 
 @pytest.fixture(scope="module")

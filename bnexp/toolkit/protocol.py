@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from bnexp import PROCESS_START, data, models, precise_bn, probes, training
+from bnexp import PROCESS_START
+from bnexp.toolkit import data, models, precise_bn, probes, training
 
 
 def build_model(cfg, ctx, d: data.Prepared, **overrides):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnexp.models import batch_norm_layers
+from bnexp.toolkit.models import batch_norm_layers
 
 
 @dataclass

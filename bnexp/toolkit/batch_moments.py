@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from bnexp import precise_bn
-from bnexp.models import batch_norm_layers
+from bnexp.toolkit import precise_bn
+from bnexp.toolkit.models import batch_norm_layers
 
 
 def resolve_momentum(value, batches: int) -> float:

@@ -12,7 +12,7 @@ import itertools
 
 import numpy as np
 
-from bnexp import precise_bn
+from bnexp.toolkit import precise_bn
 
 
 def combine(parts: list[precise_bn.Recompute]) -> precise_bn.Recompute:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bnexp import data as data_mod
+from bnexp.toolkit import data as data_mod
 from bnexp.errors import Diverged, UserError
-from bnexp.semantics import Flavour, activate
+from bnexp.toolkit.framework import Flavour, activate
 
 
 @dataclass

@@ -6,8 +6,8 @@ import math
 import time
 
 from bnexp.errors import Diverged, UserError
+from bnexp.names import OPTIMIZERS
 
-OPTIMIZERS = ("adam", "sgd")
 
 
 def optimizer(fw, name: str, lr: float):

@@ -13,8 +13,8 @@ import contextlib
 
 import numpy as np
 
-from bnexp import precise_bn
-from bnexp.models import batch_norm_layers
+from bnexp.toolkit import precise_bn
+from bnexp.toolkit.models import batch_norm_layers
 
 
 moving_stats_kept = precise_bn.statistics_kept  # restore BN statistics after a training-mode probe

@@ -144,7 +144,7 @@ def manual_batch_norm(tf, x, training, momentum, epsilon, name, zero_debias=True
 
 
 def _keras_model(fw, graph, y, model_name, input_shape, num_classes, momentum, epsilon) -> GraphModel:
-    from bnexp import models
+    from bnexp.toolkit import models
 
     tf = fw.tf
     model = models.build(fw, model_name, input_shape, num_classes, "bn", momentum, epsilon)

@@ -19,19 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from bnexp.errors import DataUnavailable, UserError
+from bnexp.names import DATASETS, SCALINGS, SHIFTS
 
-DATASETS = {
-    "fashion_mnist": "Fashion-MNIST, 28x28x1, 10 classes (offline: Debian's dataset-fashion-mnist)",
-    "mnist": "MNIST, 28x28x1, 10 classes (TFDS download or prepared data dir)",
-    "cifar10": "CIFAR-10, 32x32x3, 10 classes (TFDS download or prepared data dir)",
-}
 # Hosts TFDS downloads these datasets from: asked once, briefly, instead of letting TFDS retry for minutes.
 DOWNLOAD_HOSTS = {"fashion_mnist": "storage.googleapis.com", "mnist": "storage.googleapis.com",
                   "cifar10": "www.cs.toronto.edu"}
 IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
              "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
-SCALINGS = ("unit", "standard", "raw")
-SHIFTS = ("none", "invert", "contrast", "brightness")
 
 
 @dataclass

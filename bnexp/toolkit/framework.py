@@ -7,8 +7,8 @@ keras2_v1  tf-keras with its V1 BatchNormalization class: a frozen BN layer (tra
 tf1        tf.compat.v1 graph mode (sessions, tf.compat.v1.layers; needs tf-keras).
 
 One interpreter can hold only one of these: TF_USE_LEGACY_KERAS must be set before TensorFlow is
-imported, and graph mode must be switched on before any op runs. So `child_env` (no TensorFlow import)
-prepares a child process, and `activate` runs first thing inside it.
+imported, and graph mode must be switched on before any op runs. So the parent prepares a child process
+(bnexp.runner.child_env, no TensorFlow import) and `activate` runs first thing inside it.
 """
 
 from __future__ import annotations
@@ -18,25 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-SEMANTICS = {
-    "keras3": "Keras 3 (TensorFlow 2.x default)",
-    "tf_keras": "Keras 2 via tf-keras, TF2 behaviour",
-    "keras2_v1": "tf-keras with the V1 BatchNormalization class (Keras <= 2.2.4 / TF1 frozen-BN behaviour)",
-    "tf1": "tf.compat.v1 graph mode with sessions (tf-keras provides tf.compat.v1.layers)",
-}
-LEGACY = {"tf_keras", "keras2_v1", "tf1"}
-
-
-def child_env(semantics: str, device: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a child process that will run `semantics` on `device`."""
-    env = dict(os.environ if base is None else base)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    if semantics in LEGACY:
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = "-1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
+from bnexp.names import LEGACY, SEMANTICS
 
 
 @dataclass
@@ -47,10 +29,6 @@ class Flavour:
     tf: ModuleType
     keras: Any  # the keras module: `keras` (3) or `tf_keras` (2)
     BatchNormalization: type
-
-    @property
-    def is_keras3(self) -> bool:
-        return self.name == "keras3"
 
     def set_seed(self, seed: int) -> None:
         """Seed Python, NumPy and TensorFlow, and make TensorFlow ops deterministic."""

@@ -11,20 +11,8 @@ flag_style:
 from __future__ import annotations
 
 from bnexp.errors import UserError
+from bnexp.names import FLAG_STYLES, MODELS, NORMS
 
-MODELS = {
-    "small_cnn": "2 conv blocks (16, 32 filters) + dense 64, for 28x28 images",
-    "mlp": "dense 128 -> 64, for flattened images",
-    "resnet_tiny": "conv stem + 3 residual stages (16, 32, 64 filters), for 32x32 images",
-}
-NORMS = {
-    "bn": "BatchNormalization",
-    "none": "no normalization layer",
-    "gn": "GroupNormalization (8 groups)",
-    "ln": "LayerNormalization (all non-batch axes)",
-    "brn": "Batch Renormalization (BatchNormalization(renorm=True, renorm_momentum=bn.momentum))",
-}
-FLAG_STYLES = ("functional", "subclass")
 
 
 def norm_layer(fw, norm: str, momentum: float, epsilon: float, name: str, rank: int):
