@@ -1,10 +1,26 @@
-"""One figure function per scenario: draw(scenario, records, folder) -> [(png path, caption)].
+"""Figures from a scenario's records, drawn by a few generic kinds as its YAML (`scenario.figures:`) specifies.
 
-Figures are drawn from the records only (matplotlib, Agg backend), so they are readable without the text.
+`draw(scenario, table, folder)` draws every figure the scenario declares and returns [(png path, caption)].
+Kinds (each `kind(table, spec) -> Figure`): heatmap, bars, lines, curve, paired, marks.
+
+Every bar, line and point with several seeds carries its mean's 95% Student-t interval; numeric factors are
+ordered by value; factor values null (None/NaN), false and true stay distinct and are labelled so; 0/1
+indicators go into a `marks` table, never onto an accuracy axis. A figure file is `<folder>/<file>.png`,
+with `file` fixed in the spec so that a verdict can link it.
+
+Spec keys (all kinds): kind, file, title, caption, claims (the claims whose evidence it shows), where (rows
+to keep, as in a verdict rule), panels (one subplot per value of this factor), order ({factor: [values]}).
+Per kind: heatmap: x, rows (factor) + value (metric) or metrics ({column: label}, one row each), vmin, vmax,
+cbar. bars: x (factor or list), metrics ({column: label}) or y + hue, ylabel, ylim. lines: x, metrics or
+y + hue, xscale (log), ylabel, ylim. curve: columns ("acc_test_r1_n{}": x read from the column names), hue,
+xlabel. paired: metrics (the conditions, in order), difference ([a, b]). marks: rows (factors), metrics.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -13,213 +29,395 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
-DRAWERS: dict = {}
+from bnexp.errors import UserError  # noqa: E402
 
-
-def drawer(scenario: str):
-    def register(fn):
-        DRAWERS.setdefault(scenario, []).append(fn)
-        return fn
-    return register
+REQUIRED = {"heatmap": ("x",), "bars": ("x",), "lines": ("x",), "curve": ("columns",), "paired": ("metrics",),
+            "marks": ("rows", "metrics")}
 
 
-def draw(scenario: str, df: pd.DataFrame, folder: Path) -> list[tuple[Path, str]]:
-    ok = df[df["status"] == "ok"] if "status" in df else df
+# ---- values, order, selection ------------------------------------------------------------------------------
+
+def _is_null(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
+
+
+def label(v) -> str:
+    """How a factor value reads on a figure: null, false, true, 32, 0.001, bn."""
+    if _is_null(v):
+        return "null"
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    if isinstance(v, numbers.Real):
+        return str(int(v)) if float(v).is_integer() else f"{float(v):g}"
+    return str(v)
+
+
+def _sort_key(v):
+    """null < false < true < numbers (by value) < text (alphabetical): never a string sort of numbers."""
+    if _is_null(v):
+        return (0, 0.0, "")
+    if isinstance(v, (bool, np.bool_)):
+        return (1, float(v), "")
+    if isinstance(v, numbers.Real):
+        return (2, float(v), "")
+    return (3, 0.0, str(v))
+
+
+def levels(series: pd.Series, order: list | None = None) -> list:
+    """The distinct values of a factor column in display order (one entry for null, however it is stored)."""
+    seen: dict[str, object] = {}
+    for v in series.tolist():
+        seen.setdefault(label(v), v)
+    values = sorted(seen.values(), key=_sort_key)
+    if order:
+        rank = {label(o): i for i, o in enumerate(order)}
+        values.sort(key=lambda v: rank.get(label(v), len(rank)))
+    return values
+
+
+def _keys(df: pd.DataFrame, factors: list[str]) -> pd.Series:
+    """Per row, the tuple of its factor labels (what groups rows; null and false stay apart)."""
+    return pd.Series([tuple(label(v) for v in row) for row in df[factors].itertuples(index=False)], index=df.index,
+                     dtype=object) if factors else pd.Series([()] * len(df), index=df.index, dtype=object)
+
+
+def select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
+    """Rows whose factors take the given value (or one of a list); null selects null, not false."""
+    for key, value in (where or {}).items():
+        if key not in df:
+            return df.iloc[0:0]
+        wanted = {label(v) for v in (value if isinstance(value, (list, tuple)) else [value])}
+        df = df[df[key].map(label).isin(wanted)]
+    return df
+
+
+def values(df: pd.DataFrame, expr: str) -> pd.Series:
+    """A metric column, or a pandas expression over columns (as in verdict rules)."""
+    if expr in df:
+        return pd.to_numeric(df[expr], errors="coerce")
+    return pd.to_numeric(df.eval(expr), errors="coerce")
+
+
+def mean_ci(v) -> tuple[float, float]:
+    """Mean and 95% Student-t half-width over seeds; half-width NaN with fewer than two values."""
+    v = np.asarray(pd.to_numeric(pd.Series(v), errors="coerce").dropna(), float)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) == 1:
+        return float(v[0]), math.nan
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def _columns(spec: dict) -> list[str]:
+    """Column names a spec needs (metric expressions excluded)."""
+    cols = [spec.get(k) for k in ("x", "hue", "panels", "rows", "y", "value")]
+    cols = [c for c in cols if c]
+    cols = [c for item in cols for c in (item if isinstance(item, list) else [item])]
+    return cols + list(spec.get("metrics") or {})
+
+
+# ---- layout -------------------------------------------------------------------------------------------------
+
+def _panels(df: pd.DataFrame, spec: dict, panel_w: float, panel_h: float):
+    """Figure with one axes per value of spec['panels'] (wrapped at 3 columns): [(axes, rows, title)]."""
+    factor = spec.get("panels")
+    vals = levels(df[factor], (spec.get("order") or {}).get(factor)) if factor else [None]
+    nrows, ncols = _grid(len(vals), spec)
+    width = max(6.0, panel_w * ncols)  # room for the title and the legend below
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_h * nrows + 0.6), squeeze=False,
+                             layout="constrained")
     out = []
-    for fn in DRAWERS.get(scenario, []):
-        if ok.empty:
-            break
-        result = fn(ok, folder)
-        if result:
-            out.append(result)
+    for ax, v in zip(axes.flat, vals):
+        rows = df if factor is None else df[df[factor].map(label) == label(v)]
+        out.append((ax, rows, f"{factor} = {label(v)}" if factor else ""))
+    for ax in list(axes.flat)[len(vals):]:
+        ax.set_visible(False)
+    if spec.get("title"):
+        fig.suptitle(textwrap.fill(spec["title"], int(width * 11)), fontsize=11)
+    return fig, out
+
+
+def _grid(n_panels: int, spec: dict) -> tuple[int, int]:
+    """Rows and columns of panels: spec['ncols'] if given, else up to 3 across (2 x 2 for 4)."""
+    ncols = min(spec.get("ncols") or (2 if n_panels == 4 else 3), n_panels)
+    return math.ceil(n_panels / ncols), ncols
+
+
+def _series(df: pd.DataFrame, spec: dict) -> list[tuple[str, pd.DataFrame, str]]:
+    """What one panel compares: [(label, rows, metric)] from `metrics` ({col: label}) or `y` split by `hue`."""
+    if spec.get("metrics"):
+        return [(lab, df, col) for col, lab in spec["metrics"].items()]
+    hue = spec.get("hue")
+    if not hue:
+        return [(spec["y"], df, spec["y"])]
+    return [(f"{hue} = {label(v)}", df[df[hue].map(label) == label(v)], spec["y"])
+            for v in levels(df[hue], (spec.get("order") or {}).get(hue))]
+
+
+def _legend(fig, axes, counts: set[int]) -> None:
+    """The series below the panels, titled with how many seeds each mean and interval comes from."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    n = "/".join(map(str, sorted(counts))) or "0"
+    title = "one seed: no interval" if counts == {1} else f"mean and 95% t-interval over {n} seeds"
+    per_row = max(1, min(len(labels), int(fig.get_figwidth() / 2.2)))
+    fig.legend(handles, labels, loc="outside lower center", ncols=per_row, fontsize=8, title=title,
+               title_fontsize=8)
+
+
+# ---- kinds --------------------------------------------------------------------------------------------------
+
+def bars(df: pd.DataFrame, spec: dict) -> plt.Figure:
+    """Grouped bars: one group per value (combination) of x, one bar per series; 95% CI and each seed's dot."""
+    xs = spec["x"] if isinstance(spec["x"], list) else [spec["x"]]
+    groups = _groups(df, xs, spec)
+    n_series = len(_series(df, spec))
+    width = 0.8 / n_series
+    fig, panels = _panels(df, spec, max(3.2, 0.3 * len(groups) * n_series + 1.2), 3.6)
+    counts = set()
+    for ax, rows, title in panels:
+        keys = _keys(rows, xs)
+        for i, (name, sub, metric) in enumerate(_series(rows, spec)):
+            sub_keys = keys.loc[sub.index]
+            y = values(sub, metric)
+            stats_ = [mean_ci(y[sub_keys == g]) for g in groups]
+            counts |= {int(y[sub_keys == g].notna().sum()) for g in groups} - {0}
+            pos = np.arange(len(groups)) + (i - (n_series - 1) / 2) * width
+            ax.bar(pos, [m for m, _ in stats_], width, yerr=[h if np.isfinite(h) else 0 for _, h in stats_],
+                   capsize=3, label=name, color=f"C{i}", error_kw={"elinewidth": 1})
+            for p, g in zip(pos, groups):
+                seeds = y[sub_keys == g].dropna()
+                ax.plot(np.full(len(seeds), p), seeds, ".", color="black", markersize=3, zorder=3)
+        ax.set_xticks(np.arange(len(groups)), ["\n".join(g) for g in groups], fontsize=8)
+        ax.set_xlabel(" / ".join(xs), fontsize=8)
+        _style(ax, spec, title)
+    _legend(fig, [p[0] for p in panels], counts)
+    return fig
+
+
+def _groups(df: pd.DataFrame, factors: list[str], spec: dict) -> list[tuple]:
+    """The label tuples of the factor combinations present, each factor in its display order."""
+    rank = {f: {label(v): i for i, v in enumerate(levels(df[f], (spec.get("order") or {}).get(f)))}
+            for f in factors}
+    return sorted(set(_keys(df, factors)), key=lambda k: tuple(rank[f][lab] for f, lab in zip(factors, k)))
+
+
+def _style(ax, spec: dict, title: str) -> None:
+    ax.set_ylabel(spec.get("ylabel", "test accuracy"), fontsize=9)
+    if spec.get("ylim"):
+        ax.set_ylim(*spec["ylim"])
+    if spec.get("hline") is not None:
+        ax.axhline(spec["hline"], color="grey", linewidth=0.8, linestyle="--")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def lines(df: pd.DataFrame, spec: dict) -> plt.Figure:
+    """Mean over seeds against a numeric x, one line per series, 95% CI as error bars."""
+    x = spec["x"]
+    df = df.assign(**{x: pd.to_numeric(df[x], errors="coerce")}).dropna(subset=[x])
+    fig, panels = _panels(df, spec, 4.4, 3.4)
+    ticks = sorted(df[x].unique())
+    counts = set()
+    for ax, rows, title in panels:
+        series = _series(rows, spec)
+        for i, (name, sub, metric) in enumerate(series):
+            y = values(sub, metric)
+            pts = [(xv, *mean_ci(y[sub[x] == xv])) for xv in ticks if (sub[x] == xv).any()]
+            counts |= {int(y[sub[x] == xv].notna().sum()) for xv in ticks} - {0}
+            if not pts:
+                continue
+            xv, m, h = map(np.asarray, zip(*pts))
+            ax.errorbar(_dodge(xv, i, len(series), spec.get("xscale") == "log", ticks), m,
+                        yerr=np.where(np.isfinite(h), h, 0), marker="osD^v<>"[i % 7], markersize=4, capsize=3,
+                        linestyle=("-", "--", ":", "-.")[i % 4], label=name, color=f"C{i}")
+        if spec.get("xscale") == "log":
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks(ticks, [label(t) for t in ticks], fontsize=8)
+        ax.set_xlabel(spec.get("xlabel", x), fontsize=9)
+        _style(ax, spec, title)
+    _legend(fig, [p[0] for p in panels], counts)
+    return fig
+
+
+def _dodge(x: np.ndarray, i: int, n: int, log: bool, ticks: list) -> np.ndarray:
+    """Shift series i of n sideways a little so that equal means keep their error bars apart."""
+    shift = i - (n - 1) / 2
+    if log:
+        return x * 10 ** (0.012 * shift * math.log10(max(ticks) / min(ticks) or 10))
+    return x + 0.012 * shift * ((max(ticks) - min(ticks)) or 1)
+
+
+def curve(df: pd.DataFrame, spec: dict) -> plt.Figure | None:
+    """`lines` over a family of columns whose names carry x (e.g. acc_test_r1_n{} for n = 1 .. 200)."""
+    prefix, suffix = spec["columns"].split("{}")
+    cols = {c: c[len(prefix):len(c) - len(suffix)] for c in df.columns
+            if c.startswith(prefix) and c.endswith(suffix) and len(c) > len(prefix) + len(suffix)}
+    cols = {c: float(v) for c, v in cols.items() if _is_number(v)}
+    if not cols:
+        return None
+    long = df.melt(id_vars=[c for c in df.columns if c not in cols], value_vars=list(cols), var_name="_col",
+                   value_name="_y")
+    long["_x"] = long["_col"].map(cols)
+    return lines(long, {**spec, "x": "_x", "y": "_y", "xlabel": spec.get("xlabel", spec["columns"])})
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def paired(df: pd.DataFrame, spec: dict) -> plt.Figure:
+    """Each seed's values under every condition joined by a line; mean and 95% CI beside them; the paired
+    difference (its own CI) written in the panel when `difference: [a, b]` is given."""
+    conds = list(spec["metrics"].items())
+    fig, panels = _panels(df, spec, max(3.0, 1.1 * len(conds) + 1), 3.6)
+    counts = set()
+    for ax, rows, title in panels:
+        table = pd.DataFrame({col: values(rows, col) for col, _ in conds})
+        pos = np.arange(len(conds))
+        for j, (_, row) in enumerate(table.iterrows()):
+            ax.plot(pos, row.values, "-o", color="grey", alpha=0.6, markersize=3, linewidth=0.8,
+                    label="one seed" if j == 0 else None)
+        stats_ = [mean_ci(table[col]) for col, _ in conds]
+        counts |= {int(table[col].notna().sum()) for col, _ in conds} - {0}
+        ax.errorbar(pos + 0.12, [m for m, _ in stats_], yerr=[h if np.isfinite(h) else 0 for _, h in stats_],
+                    fmt="D", color="C3", capsize=3, markersize=5, label="mean, 95% CI")
+        ax.set_xticks(pos, [lab for _, lab in conds], fontsize=8)
+        ax.set_xlim(-0.4, len(conds) - 0.6)
+        if spec.get("difference"):
+            a, b = spec["difference"]
+            diff = (table[a] - table[b]).dropna()
+            m, h = mean_ci(diff)
+            ax.text(0.02, 0.02, f"{spec['metrics'][a]} − {spec['metrics'][b]}, paired over {len(diff)} seeds:\n"
+                    f"{m:.3f} [{m - h:.3f}, {m + h:.3f}] (95% CI)", transform=ax.transAxes, fontsize=7,
+                    va="bottom")
+        _style(ax, spec, title)
+    _legend(fig, [p[0] for p in panels], counts)
+    return fig
+
+
+def heatmap(df: pd.DataFrame, spec: dict) -> plt.Figure:
+    """Mean over seeds per cell (± 95% CI half-width written in it): x across, a factor or metrics down."""
+    x = spec["x"]
+    xs = levels(df[x], (spec.get("order") or {}).get(x))
+    if spec.get("metrics"):
+        row_items = [(lab, None, col) for col, lab in spec["metrics"].items()]
+    else:
+        rows_f = spec["rows"]
+        row_items = [(label(v), v, spec["value"]) for v in levels(df[rows_f], (spec.get("order") or {}).get(rows_f))]
+    fig, panels = _panels(df, spec, 0.75 * len(xs) + 1.6, 0.45 * len(row_items) + 1.4)
+    vmin, vmax = spec.get("vmin"), spec.get("vmax")
+    im = None
+    for ax, rows, title in panels:
+        mean = np.full((len(row_items), len(xs)), np.nan)
+        half = np.full_like(mean, np.nan)
+        for i, (_, rv, metric) in enumerate(row_items):
+            sub = rows if rv is None else rows[rows[spec["rows"]].map(label) == label(rv)]
+            for j, xv in enumerate(xs):
+                mean[i, j], half[i, j] = mean_ci(values(sub[sub[x].map(label) == label(xv)], metric))
+        im = ax.imshow(mean, vmin=vmin, vmax=vmax, cmap=spec.get("cmap", "magma_r"), aspect="auto")
+        ax.set_xticks(range(len(xs)), [label(v) for v in xs], fontsize=8)
+        ax.set_yticks(range(len(row_items)), [r[0] for r in row_items], fontsize=8)
+        ax.set_xlabel(spec.get("xlabel", x), fontsize=9)
+        ax.set_ylabel(spec.get("ylabel", spec.get("rows", "")), fontsize=9)
+        ax.set_title(title, fontsize=9)
+        mid = (np.nanmax(mean) + np.nanmin(mean)) / 2 if vmin is None or vmax is None else (vmin + vmax) / 2
+        for (i, j), m in np.ndenumerate(mean):
+            if np.isfinite(m):
+                text = f"{m:.2f}" + (f"\n±{half[i, j]:.2f}" if np.isfinite(half[i, j]) else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color="white" if m > mid else "black")
+    if im is not None:
+        fig.colorbar(im, ax=[p[0] for p in panels], shrink=0.85, label=spec.get("cbar", ""))
+    return fig
+
+
+def marks(df: pd.DataFrame, spec: dict) -> plt.Figure:
+    """A table of 0/1 indicators: per row group and indicator, how many seeds had it (k/n), shaded by k/n."""
+    rows_f = spec["rows"] if isinstance(spec["rows"], list) else [spec["rows"]]
+    cols = list(spec["metrics"].items())
+    longest = max(len(" / ".join(g)) for g in _groups(df, rows_f, spec))
+    fig, panels = _panels(df, spec, 1.15 * len(cols) + 0.075 * longest + 0.8, 0)
+    n_groups = max(len(set(_keys(rows, rows_f))) for _, rows, _ in panels)
+    fig.set_figheight((0.32 * n_groups + 1.4) * _grid(len(panels), spec)[0] + 0.8)
+    for ax, rows, title in panels:
+        keys = _keys(rows, rows_f)
+        groups = _groups(rows, rows_f, spec)
+        frac = np.full((len(groups), len(cols)), np.nan)
+        for i, g in enumerate(groups):
+            for j, (col, _) in enumerate(cols):
+                v = values(rows[keys == g], col).dropna()
+                if len(v):
+                    frac[i, j] = v.mean()
+                    binary = v.isin([0, 1]).all()
+                    text = f"{int(v.sum())}/{len(v)}" if binary else f"{v.mean():.2f}"
+                else:
+                    text = "n/a"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7.5,
+                        color="white" if np.isfinite(frac[i, j]) and frac[i, j] > 0.6 else "black")
+        ax.imshow(np.ma.masked_invalid(frac), vmin=0, vmax=1, cmap="Blues", aspect="auto")
+        ax.set_facecolor("0.92")
+        ax.set_xticks(range(len(cols)), [textwrap.fill(lab, 14) for _, lab in cols], fontsize=7.5)
+        ax.set_yticks(range(len(groups)), [" / ".join(g) for g in groups], fontsize=8)
+        ax.set_ylabel(" / ".join(rows_f), fontsize=8)
+        ax.xaxis.tick_top()
+        ax.tick_params(axis="x", labeltop=True, labelbottom=False)
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+KINDS = {"heatmap": heatmap, "bars": bars, "lines": lines, "curve": curve, "paired": paired, "marks": marks}
+
+
+# ---- dispatch -----------------------------------------------------------------------------------------------
+
+def check_spec(scenario: str, spec: dict) -> None:
+    """One clear line for a figure spec that cannot be drawn (unknown kind, missing key)."""
+    where = f"scenario {scenario}: figure {spec.get('file', '?')}"
+    if spec.get("kind") not in KINDS:
+        raise UserError(f"{where}: kind={spec.get('kind')!r}; valid: {', '.join(KINDS)}")
+    missing = [k for k in ("file",) + REQUIRED[spec["kind"]] if not spec.get(k)]
+    if spec["kind"] in ("bars", "lines") and not spec.get("metrics") and not spec.get("y"):
+        missing.append("metrics or y")
+    if spec["kind"] == "heatmap" and not spec.get("metrics") and not (spec.get("rows") and spec.get("value")):
+        missing.append("metrics or rows + value")
+    if missing:
+        raise UserError(f"{where}: missing {', '.join(missing)}")
+
+
+def draw(scenario: str, table: pd.DataFrame, folder: str | Path, specs: list[dict] | None = None
+         ) -> list[tuple[Path, str]]:
+    """Draw the scenario's figures (its YAML `figures:` unless `specs` is given) from its records;
+    return [(png path, caption)]. A figure whose columns or rows are absent (a partial sweep) is skipped."""
+    if specs is None:
+        from bnexp.config_check import scenario_configs
+
+        specs = scenario_configs().get(scenario, {}).get("figures") or []
+    folder = Path(folder)
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    out = []
+    for spec in specs:
+        check_spec(scenario, spec)
+        rows = select(ok, spec.get("where"))
+        if rows.empty or not set(c for c in _columns(spec) if not _is_expression(c)) <= set(rows.columns):
+            continue
+        fig = KINDS[spec["kind"]](rows, spec)
+        if fig is None:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{spec['file']}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append((path, spec.get("caption") or spec.get("title") or spec["file"]))
     return out
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-@drawer("momentum")
-def momentum_heatmaps(df: pd.DataFrame, folder: Path):
-    """gap_test (batch-stats minus moving-stats test accuracy) over momentum x batches, one panel per scaling.
-
-    Momenta come from the replay columns m<value>.gap_test (see experiments/momentum.py); exp = exp(-1/B).
-    """
-    replay = [c for c in df.columns if c.startswith("m") and c.endswith(".gap_test")]
-    if "train.batches" not in df or not replay:
-        return None
-    names = sorted((c[1:-len(".gap_test")] for c in replay), key=lambda m: (m == "exp", float(m) if m != "exp" else 0))
-    scalings = sorted(df["data.scaling"].dropna().unique()) if "data.scaling" in df else ["all"]
-    batches = sorted(df["train.batches"].unique())
-    fig, axes = plt.subplots(1, len(scalings), figsize=(4.2 * len(scalings), 3.6), squeeze=False,
-                             layout="constrained")
-    for ax, s in zip(axes[0], scalings):
-        sub = df[df["data.scaling"] == s] if s != "all" else df
-        grid = np.array([[sub[sub["train.batches"] == b][f"m{m}.gap_test"].mean() for b in batches] for m in names])
-        im = ax.imshow(grid, vmin=0, vmax=0.6, cmap="magma_r", aspect="auto")
-        ax.set_xticks(range(len(batches)), [str(b) for b in batches])
-        ax.set_yticks(range(len(names)), ["exp(-1/B)" if m == "exp" else m for m in names])
-        ax.set_xlabel("training batches B")
-        ax.set_ylabel("BN momentum")
-        ax.set_title(f"scaling={s}")
-        for (i, j), v in np.ndenumerate(grid):
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.3 else "black")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="test acc: batch stats - moving stats")
-    fig.suptitle("C01/C02: inference gap after B steps (mean over seeds)")
-    return (_save(fig, folder / "momentum_gap_heatmap.png"),
-            "Test-accuracy gap (batch stats - moving stats) by momentum and training batches, per input scaling")
-
-
-def _bars(df: pd.DataFrame, groups: list[str], metrics: dict[str, str], title: str, path: Path,
-          ylabel: str = "accuracy", ylim=(0, 1)):
-    """Grouped bars: one group per combination of `groups`, one bar per metric (mean over seeds, 95% CI)."""
-    from bnexp.verdicts import mean_ci
-
-    metrics = {k: v for k, v in metrics.items() if k in df}
-    groups = [g for g in groups if g in df and df[g].astype(str).nunique() > 1]
-    if not metrics:
-        return None
-    labels = [", ".join(map(str, row)) for row in df[groups].itertuples(index=False)] if groups else ["all"] * len(df)
-    keyed = df.assign(_key=labels)
-    keys = sorted(set(labels))
-    width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(min(16, max(6, 0.25 * len(keys) * len(metrics) + 2)), 4.5), layout="constrained")
-    for i, (col, label) in enumerate(metrics.items()):
-        stats = [mean_ci(pd.to_numeric(keyed[keyed["_key"] == k][col], errors="coerce").dropna()) for k in keys]
-        means = [s[0] for s in stats]
-        errs = [(s[2] - s[0]) if np.isfinite(s[2]) else 0 for s in stats]
-        ax.bar(np.arange(len(keys)) + i * width, means, width, yerr=errs, capsize=2, label=label)
-    ax.set_xticks(np.arange(len(keys)) + width * (len(metrics) - 1) / 2, keys, rotation=35, ha="right", fontsize=7)
-    ax.set_ylabel(ylabel)
-    if ylim:
-        ax.set_ylim(*ylim)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(", ".join(groups))
-    ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def _lines(df: pd.DataFrame, x: str, series: str, metric: str, title: str, path: Path, panels: str | None = None,
-           xbase: int | None = 2, ylabel: str = "test accuracy"):
-    """Mean over seeds of `metric` against `x`, one line per `series` value, one panel per `panels` value."""
-    if not {x, series, metric} <= set(df.columns):
-        return None
-    panel_values = sorted(df[panels].dropna().unique(), key=str) if panels and panels in df else [None]
-    fig, axes = plt.subplots(1, len(panel_values), figsize=(4.5 * len(panel_values), 3.6), squeeze=False,
-                             layout="constrained")
-    for ax, pv in zip(axes[0], panel_values):
-        sub = df if pv is None else df[df[panels] == pv]
-        for s, g in sub.groupby(series, dropna=False):
-            curve = g.groupby(x)[metric].mean().sort_index()
-            ax.plot(curve.index, curve.values, marker="o", label=str(s))
-        if xbase:
-            ax.set_xscale("log", base=xbase)
-        ax.set_xlabel(x)
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{panels}={pv}" if pv is not None else "", fontsize=9)
-        ax.legend(fontsize=7, title=series, title_fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
-
-
-ACC3 = {"acc_test_batchstats": "batch stats", "acc_test_moving": "moving stats", "acc_test_precise": "precise BN (R1)"}
-
-
-@drawer("momentum")
-def momentum_fix(df, folder):
-    path = _bars(df, ["data.scaling", "train.batches"], ACC3,
-                 "C01 / R1: test accuracy by statistics used (trained momentum 0.99)", folder / "momentum_r1_fix.png")
-    return path and (path, "Test accuracy with batch, moving and precise-BN statistics, per scaling and batch count")
-
-
-@drawer("training_flag")
-def training_flag_bars(df, folder):
-    path = _bars(df, ["semantics", "model.flag_style", "bn.training"],
-                 {"acc_test_evaluate": "evaluate()", "acc_test_bs1": "predict, batch 1", "acc_test_bs1000": "batch 1000",
-                  "acc_test_nobn": "same model without BN", "stats_changed_fit": "moving stats changed in fit (0/1)"},
-                 "C03/C04/C14: the training flag, fixed two ways", folder / "training_flag.png")
-    return path and (path, "Accuracy and whether fit changed the moving statistics, per semantics, flag style and flag")
-
-
-@drawer("weights_order")
-def weights_order_bars(df, folder):
-    path = _bars(df, ["semantics"], {"acc_test_moving": "as trained", "acc_test_slot4_variance": "variance in slot 4",
-                                     "acc_test_slot4_std": "std in slot 4"},
-                 "C10: writing a variance vs a standard deviation into slot 4", folder / "weights_order.png")
-    return path and (path, "Test accuracy with population variance vs standard deviation written in get_weights()[3]")
-
-
-@drawer("bn_benefit")
-def bn_benefit_lines(df, folder):
-    path = _lines(df, "train.lr", "norm", "acc_test_final", "C13: final test accuracy vs learning rate",
-                  folder / "bn_benefit.png", panels="train.optimizer", xbase=10)
-    return path and (path, "Final test accuracy with and without BN over learning rates, per optimizer")
-
-
-@drawer("frozen_base")
-def frozen_base_bars(df, folder):
-    path = _bars(df, ["semantics", "base.trainable", "base.training"],
-                 {"acc_train_fit": "fit-time train", "acc_train_eval": "evaluate() train", "acc_test_eval": "test",
-                  "acc_test_precise": "test, precise BN (R1)"},
-                 "C05/C06: fine-tuning a pretrained base", folder / "frozen_base.png")
-    return path and (path, "Fit-time vs evaluate() vs test accuracy, per semantics, base.trainable and base.training")
-
-
-@drawer("update_ops")
-def update_ops_bars(df, folder):
-    path = _bars(df, ["update_ops.impl", "update_ops.attach"], ACC3,
-                 "C08: TF1 graph mode with and without the UPDATE_OPS dependency", folder / "update_ops.png")
-    return path and (path, "Test accuracy by statistics used, per BN implementation and attach setting")
-
-
-@drawer("checkpoint")
-def checkpoint_bars(df, folder):
-    path = _bars(df, ["semantics", "checkpoint.strategy"],
-                 {"acc_test_saved": "before saving", "acc_test_restored": "restored (missing stats initialized)",
-                  "restore_failed": "plain restore failed (0/1)"},
-                 "C09: checkpoints with and without the moving statistics", folder / "checkpoint.png")
-    return path and (path, "Test accuracy before saving and after restoring, per semantics and save strategy")
-
-
-@drawer("batch_size")
-def batch_size_lines(df, folder):
-    path = _lines(df, "train.batch_size", "norm", "acc_test_moving",
-                  "C11: test accuracy (inference mode) vs batch size, equal epochs", folder / "batch_size.png")
-    return path and (path, "Test accuracy with moving statistics vs training batch size, per normalization")
-
-
-@drawer("batch_size")
-def batch_size_r1(df, folder):
-    bn = df[df["norm"].isin(["bn", "brn"])] if "norm" in df else df
-    path = _bars(bn, ["norm", "train.batch_size"], ACC3, "C11 / R1: BN at small batch sizes, by statistics used",
-                 folder / "batch_size_r1.png")
-    return path and (path, "BN and BRN test accuracy with batch, moving and precise-BN statistics per batch size")
-
-
-@drawer("variance")
-def variance_bars(df, folder):
-    path = _bars(df, ["train.batch_size"], {"acc_test_moving": "moving variance (Keras)",
-                                           "acc_test_var_biased": "recomputed, biased",
-                                           "acc_test_var_unbiased": "recomputed, unbiased m/(m-1)"},
-                 "C12: which variance at inference", folder / "variance.png")
-    return path and (path, "Test accuracy with the moving, biased and unbiased population variance, per batch size")
-
-
-@drawer("variance")
-def variance_r1_curve(df, folder):
-    cols = sorted((c for c in df.columns if c.startswith("acc_test_r1_n")), key=lambda c: int(c.rsplit("n", 1)[1]))
-    if not cols:
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
-    for bs, g in df.groupby("train.batch_size"):
-        ax.plot([int(c.rsplit("n", 1)[1]) for c in cols], [g[c].mean() for c in cols], marker="o", label=str(bs))
-    ax.set_xscale("log")
-    ax.set_xlabel("batches used by precise BN")
-    ax.set_ylabel("test accuracy")
-    ax.legend(title="train batch size", fontsize=7)
-    ax.set_title("R1: how many batches precise BN needs", fontsize=10)
-    return _save(fig, folder / "variance_r1_curve.png"), "Test accuracy after precise BN with 1..200 recomputation batches"
+def _is_expression(col: str) -> bool:
+    return any(op in col for op in (" - ", " + ", " * ", " / "))

@@ -23,7 +23,8 @@ from pathlib import Path
 from bnexp.errors import UserError
 
 # Config keys that do not change a run's numbers, so they are not part of its identity.
-NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s")
+NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s",
+                "scenario.figures")  # how the report draws a scenario does not change its runs
 RECORD = "metrics.json"
 
 
