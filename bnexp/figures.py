@@ -1,6 +1,7 @@
 """Figures from a scenario's records, drawn by a few generic kinds as its YAML (`scenario.figures:`) specifies.
 
-`draw(scenario, table, folder)` draws every figure the scenario declares and returns [(png path, caption)].
+`draw(scenario, table, folder)` draws every figure the scenario declares and returns [(png path, caption)];
+`files_for(claim, specs)` names the figures that show a claim's evidence (for a verdict's link).
 Kinds (each `kind(table, spec) -> Figure`): heatmap, bars, lines, curve, paired, marks.
 
 Every bar, line and point with several seeds carries its mean's 95% Student-t interval; numeric factors are
@@ -95,15 +96,12 @@ def select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
     return df
 
 
-def values(df: pd.DataFrame, expr: str) -> pd.Series:
-    """A metric column, or a pandas expression over columns (as in verdict rules)."""
-    if expr in df:
-        return pd.to_numeric(df[expr], errors="coerce")
-    return pd.to_numeric(df.eval(expr), errors="coerce")
+def values(df: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(df[column], errors="coerce")
 
 
 def mean_ci(v) -> tuple[float, float]:
-    """Mean and 95% Student-t half-width over seeds; half-width NaN with fewer than two values."""
+    """Mean and 95% Student-t half-width over seeds; half-width NaN (no bar drawn) with fewer than two values."""
     v = np.asarray(pd.to_numeric(pd.Series(v), errors="coerce").dropna(), float)
     if len(v) == 0:
         return math.nan, math.nan
@@ -113,7 +111,7 @@ def mean_ci(v) -> tuple[float, float]:
 
 
 def _columns(spec: dict) -> list[str]:
-    """Column names a spec needs (metric expressions excluded)."""
+    """Column names a spec needs (a curve's column family is looked for by `curve`)."""
     cols = [spec.get(k) for k in ("x", "hue", "panels", "rows", "y", "value")]
     cols = [c for c in cols if c]
     cols = [c for item in cols for c in (item if isinstance(item, list) else [item])]
@@ -186,7 +184,7 @@ def bars(df: pd.DataFrame, spec: dict) -> plt.Figure:
             stats_ = [mean_ci(y[sub_keys == g]) for g in groups]
             counts |= {int(y[sub_keys == g].notna().sum()) for g in groups} - {0}
             pos = np.arange(len(groups)) + (i - (n_series - 1) / 2) * width
-            ax.bar(pos, [m for m, _ in stats_], width, yerr=[h if np.isfinite(h) else 0 for _, h in stats_],
+            ax.bar(pos, [m for m, _ in stats_], width, yerr=[h for _, h in stats_],
                    capsize=3, label=name, color=f"C{i}", error_kw={"elinewidth": 1})
             for p, g in zip(pos, groups):
                 seeds = y[sub_keys == g].dropna()
@@ -232,7 +230,7 @@ def lines(df: pd.DataFrame, spec: dict) -> plt.Figure:
                 continue
             xv, m, h = map(np.asarray, zip(*pts))
             ax.errorbar(_dodge(xv, i, len(series), spec.get("xscale") == "log", ticks), m,
-                        yerr=np.where(np.isfinite(h), h, 0), marker="osD^v<>"[i % 7], markersize=4, capsize=3,
+                        yerr=h, marker="osD^v<>"[i % 7], markersize=4, capsize=3,
                         linestyle=("-", "--", ":", "-.")[i % 4], label=name, color=f"C{i}")
         if spec.get("xscale") == "log":
             ax.set_xscale("log")
@@ -257,21 +255,14 @@ def curve(df: pd.DataFrame, spec: dict) -> plt.Figure | None:
     prefix, suffix = spec["columns"].split("{}")
     cols = {c: c[len(prefix):len(c) - len(suffix)] for c in df.columns
             if c.startswith(prefix) and c.endswith(suffix) and len(c) > len(prefix) + len(suffix)}
-    cols = {c: float(v) for c, v in cols.items() if _is_number(v)}
+    xs = pd.to_numeric(pd.Series(cols), errors="coerce").dropna()
+    cols = xs.to_dict()
     if not cols:
         return None
     long = df.melt(id_vars=[c for c in df.columns if c not in cols], value_vars=list(cols), var_name="_col",
                    value_name="_y")
     long["_x"] = long["_col"].map(cols)
     return lines(long, {**spec, "x": "_x", "y": "_y", "xlabel": spec.get("xlabel", spec["columns"])})
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def paired(df: pd.DataFrame, spec: dict) -> plt.Figure:
@@ -288,7 +279,7 @@ def paired(df: pd.DataFrame, spec: dict) -> plt.Figure:
                     label="one seed" if j == 0 else None)
         stats_ = [mean_ci(table[col]) for col, _ in conds]
         counts |= {int(table[col].notna().sum()) for col, _ in conds} - {0}
-        ax.errorbar(pos + 0.12, [m for m, _ in stats_], yerr=[h if np.isfinite(h) else 0 for _, h in stats_],
+        ax.errorbar(pos + 0.12, [m for m, _ in stats_], yerr=[h for _, h in stats_],
                     fmt="D", color="C3", capsize=3, markersize=5, label="mean, 95% CI")
         ax.set_xticks(pos, [lab for _, lab in conds], fontsize=8)
         ax.set_xlim(-0.4, len(conds) - 0.6)
@@ -366,7 +357,7 @@ def marks(df: pd.DataFrame, spec: dict) -> plt.Figure:
         ax.set_facecolor("0.92")
         ax.set_xticks(range(len(cols)), [textwrap.fill(lab, 14) for _, lab in cols], fontsize=7.5)
         ax.set_yticks(range(len(groups)), [" / ".join(g) for g in groups], fontsize=8)
-        ax.set_ylabel(" / ".join(rows_f), fontsize=8)
+        ax.set_ylabel(" /\n".join(rows_f), fontsize=8)  # stacked: a short panel still has room
         ax.xaxis.tick_top()
         ax.tick_params(axis="x", labeltop=True, labelbottom=False)
         ax.set_title(title, fontsize=9)
@@ -401,12 +392,12 @@ def draw(scenario: str, table: pd.DataFrame, folder: str | Path, specs: list[dic
 
         specs = scenario_configs().get(scenario, {}).get("figures") or []
     folder = Path(folder)
-    ok = table[table["status"] == "ok"] if "status" in table else table
+    ok = (table[table["status"] == "ok"] if "status" in table else table).reset_index(drop=True)
     out = []
     for spec in specs:
         check_spec(scenario, spec)
         rows = select(ok, spec.get("where"))
-        if rows.empty or not set(c for c in _columns(spec) if not _is_expression(c)) <= set(rows.columns):
+        if rows.empty or not set(_columns(spec)) <= set(rows.columns):
             continue
         fig = KINDS[spec["kind"]](rows, spec)
         if fig is None:
@@ -419,5 +410,6 @@ def draw(scenario: str, table: pd.DataFrame, folder: str | Path, specs: list[dic
     return out
 
 
-def _is_expression(col: str) -> bool:
-    return any(op in col for op in (" - ", " + ", " * ", " / "))
+def files_for(claim: str, specs: list[dict]) -> list[str]:
+    """The figure files (without .png) whose spec says they show this claim's evidence, in spec order."""
+    return [spec["file"] for spec in specs if claim in (spec.get("claims") or [])]

@@ -170,3 +170,9 @@ def test_indicators_never_on_a_value_axis():
 def test_figure_specs_are_not_part_of_a_run_identity():
     cfg = {"scenario": {"name": "s", "figures": [{"kind": "bars"}]}, "seed": 0}
     assert identity(cfg) == {"scenario": {"name": "s"}, "seed": 0}
+
+
+def test_files_for_a_claim_follow_the_specs():
+    specs = scenario_configs()["momentum"]["figures"]
+    assert figures.files_for("R1", specs) == ["momentum_r1_fix"]
+    assert figures.files_for("C02", specs) == ["momentum_gap_heatmap"]
