@@ -108,6 +108,10 @@ def test_heatmap_cells_carry_mean_and_interval_in_numeric_order():
     assert _ticks(ax) == ["10", "30", "100", "300", "1000"]
     texts = [t.get_text() for t in ax.texts]
     assert texts[0].startswith("0.11\n±") and texts[5] == "0.30\n±0.00"
+    by_factor = figures.heatmap(df.assign(scaling=lambda d: np.where(d["seed"] == 0, "raw", "unit")),
+                                {"x": "train.batches", "rows": "scaling", "value": "acc"})
+    assert [t.get_text() for t in by_factor.axes[0].get_yticklabels()] == ["raw", "unit"]
+    assert by_factor.axes[0].texts[0].get_text() == "0.10"  # one seed in the cell: no interval
 
 
 def test_marks_count_seeds_per_indicator_and_say_null():
