@@ -245,8 +245,8 @@ def lines(df: pd.DataFrame, spec: dict) -> plt.Figure:
 def _dodge(x: np.ndarray, i: int, n: int, log: bool, ticks: list) -> np.ndarray:
     """Shift series i of n sideways a little so that equal means keep their error bars apart."""
     shift = i - (n - 1) / 2
-    if log:
-        return x * 10 ** (0.012 * shift * math.log10(max(ticks) / min(ticks) or 10))
+    if log and min(ticks) > 0:
+        return x * 10 ** (0.012 * shift * (math.log10(max(ticks) / min(ticks)) or 1))
     return x + 0.012 * shift * ((max(ticks) - min(ticks)) or 1)
 
 
