@@ -317,7 +317,8 @@ def headline(report: dict) -> list[str]:
              f"{report['keras_version']}); {len(report.get('bn_layers', []))} BN layers"]
     d = report.get("data")
     if d:
-        lines.append(f"data {d['source']}: {d['samples']} samples of shape {tuple(d['input_shape'])}; "
+        split = f" ({d['split']} split)" if d.get("split") else ""
+        lines.append(f"data {d['source']}{split}: {d['samples']} samples of shape {tuple(d['input_shape'])}; "
                      f"{d['calibration']} for population statistics"
                      + (f", {d['held_out']} held out for accuracy" if d["labels"] else ", no labels"))
     acc = report.get("accuracy")

@@ -2,11 +2,13 @@
 
 Synthetic 12x12x1 images in [0, 1], 4 classes (a class template plus uniform noise), saved as data.npz.
 `python tests/doctor_zoo.py FOLDER` builds the set of the semantics its environment selects
-(TF_USE_LEGACY_KERAS=1: tf-keras .h5 models; unset: Keras 3 .keras models).
+(TF_USE_LEGACY_KERAS=1: tf-keras .h5 models; unset: Keras 3 .keras models); `python tests/doctor_zoo.py
+FOLDER fashion` a small CNN trained briefly on Fashion-MNIST with stale moving statistics.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -80,7 +82,7 @@ def build_keras3(folder: Path, fw) -> dict[str, Path]:
         model.save(paths[name])
 
     fw.set_seed(0)
-    save("healthy", fit(fw, functional(fw, 0.9), x, y, steps=150))
+    save("healthy", fit(fw, functional(fw, 0.9), x, y, steps=80))
     fw.set_seed(0)
     save("stale", fit(fw, functional(fw, 0.99), x, y, steps=20))
     fw.set_seed(0)
@@ -88,9 +90,9 @@ def build_keras3(folder: Path, fw) -> dict[str, Path]:
     fw.set_seed(0)
     net = doctor_custom.AlwaysTrainingNet(CLASSES)
     net(x[:1])
-    save("training_true", fit(fw, net, x, y, steps=150))
+    save("training_true", fit(fw, net, x, y, steps=80))
     fw.set_seed(0)
-    save("base_training_false", fit(fw, guide_pattern(fw), x, y, steps=150))
+    save("base_training_false", fit(fw, guide_pattern(fw), x, y, steps=80))
     fw.set_seed(0)
     save("no_bn", fit(fw, functional(fw, 0.9, bn=False), x, y, steps=30))
     return paths
@@ -115,7 +117,7 @@ def build_tf_keras(folder: Path, fw) -> dict[str, Path]:
     base = keras.Model(inp, body(fw, inp, 0.9, "base_"), name="base")
     outer_in = keras.Input((SIZE, SIZE, 1))
     model = keras.Model(outer_in, keras.layers.Dense(CLASSES, name="logits")(base(outer_in)))
-    fit(fw, model, x, y, steps=150)
+    fit(fw, model, x, y, steps=80)
     for layer in base.layers:  # freeze BN only; the base stays trainable and fine-tunes briefly
         if type(layer).__name__ == "BatchNormalization":
             layer.trainable = False
@@ -125,13 +127,32 @@ def build_tf_keras(folder: Path, fw) -> dict[str, Path]:
     return paths
 
 
+def build_fashion(folder: Path, fw) -> dict[str, Path]:
+    """bnexp's small_cnn on Fashion-MNIST ([0, 1] inputs), BN momentum 0.99, 30 steps of batch 64: claim C01's
+    setting, for the README's doctor transcript."""
+    from omegaconf import OmegaConf
+
+    from bnexp import CONFIG_DIR
+    from bnexp.toolkit import data, models
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fw.set_seed(0)
+    cfg = OmegaConf.load(CONFIG_DIR / "data" / "fashion_mnist.yaml")
+    d = data.from_config(cfg, Path(os.environ.get("BNEXP_CACHE", "~/.cache/bnexp")).expanduser(), seed=0)
+    model = models.build(fw, "small_cnn", d.input_shape, d.num_classes, momentum=0.99)
+    fit(fw, model, d.x_train, d.y_train, steps=30, lr=1e-3, batch=64)
+    paths = {"fashion_stale": folder / "fashion_stale.keras"}
+    model.save(paths["fashion_stale"])
+    return paths
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bnexp.toolkit.framework import activate
 
-    import os
-
     legacy = os.environ.get("TF_USE_LEGACY_KERAS") == "1"
     fw = activate("tf_keras" if legacy else "keras3")
-    built = (build_tf_keras if legacy else build_keras3)(Path(sys.argv[1]), fw)
+    which = sys.argv[2] if len(sys.argv) > 2 else "zoo"
+    build = build_fashion if which == "fashion" else build_tf_keras if legacy else build_keras3
+    built = build(Path(sys.argv[1]), fw)
     print("\n".join(f"{k} {v}" for k, v in built.items()))

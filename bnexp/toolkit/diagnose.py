@@ -317,7 +317,7 @@ def diagnose(request: dict, fw=None) -> dict:
     if len(batches[0]) < 2:
         raise UserError(f"data={source}: {len(x)} samples are too few to estimate BN statistics (need at least 2, "
                         f"better hundreds)")
-    report["data"] = {"source": source, "samples": int(len(x)), "calibration": int(n_full * len(batches[0])),
+    report["data"] = {"source": source, "split": request["data"].get("split"), "samples": int(len(x)), "calibration": int(n_full * len(batches[0])),
                       "held_out": int(len(held)), "labels": bool(labelled), "batch_size": bs,
                       "input_shape": list(x.shape[1:])}
     stats = precise_bn.population_stats(model, batches)
