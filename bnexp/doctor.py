@@ -27,6 +27,7 @@ import yaml
 from bnexp import CONFIG_DIR, PACKAGE_DIR
 from bnexp.errors import UserError
 from bnexp.names import DATASETS, DEVICES, SCALINGS
+from bnexp.runner import _die_with_parent, child_env
 
 DEFAULTS = {
     "model": None,             # .keras file, .h5 file or SavedModel folder (required)
@@ -66,7 +67,7 @@ def parse(argv: list[str]) -> dict:
     if not isinstance(args["fix"], bool):
         raise UserError(f"doctor: fix={args['fix']!r}; valid: true, false")
     for key, low in (("doctor.max_samples", 2), ("doctor.batch_size", 2), ("doctor.timeout_s", 1),
-                     ("train_batch_size", 1)):
+                     ("train_batch_size", 1), ("seed", 0)):
         value = args[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise UserError(f"doctor: {key}={value!r}; valid: an integer >= {low}")
@@ -206,6 +207,11 @@ def inspect_data(args: dict, shape, classes) -> dict:
                     f"folder")
 
 
+def shape_fits(want, got) -> bool:
+    """Does a sample of shape `got` fit a model input of shape `want` (None: any size)?"""
+    return len(want) == len(got) and all(w is None or w == g for w, g in zip(want, got))
+
+
 def _check_npz(p: Path, source: str, shape, classes) -> None:
     if not p.is_file():
         raise UserError(f"data={source}: no such file")
@@ -222,7 +228,7 @@ def _check_npz(p: Path, source: str, shape, classes) -> None:
         raise UserError(f"data={source} cannot be read as .npz: {type(e).__name__}: {e}") from None
     if x.ndim < 2 or len(x) == 0:
         raise UserError(f"data={source}: x holds no samples (shape {x.shape})")
-    if shape is not None and (len(shape) != x.ndim - 1 or any(w is not None and w != g for w, g in zip(shape, x.shape[1:]))):
+    if shape is not None and not shape_fits(shape, x.shape[1:]):
         raise UserError(f"data={source}: samples of shape {x.shape[1:]} do not fit the model's input {shape} "
                         f"(None: any size)")
     if y is None:
@@ -264,8 +270,6 @@ def fix_path(model: str, fmt: str, out: Path) -> Path:
 
 
 def run_child(request: dict, out: Path, timeout: float) -> dict:
-    from bnexp.runner import _die_with_parent, child_env
-
     env = child_env(request["semantics"], request["device"])
     # the package, and the user's working directory for custom_objects modules
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), os.getcwd(), env.get("PYTHONPATH")]))

@@ -29,7 +29,8 @@ def body(fw, x, momentum: float, name: str = ""):
     """conv -> BN -> relu -> pool -> dense -> BN -> relu: one BN after a conv, one after a dense layer."""
     L = fw.keras.layers
     x = L.Conv2D(8, 3, padding="same", use_bias=False, name=f"{name}conv")(x)
-    x = L.MaxPooling2D(name=f"{name}pool")(L.Activation("relu")(fw.BatchNormalization(momentum=momentum, name=f"{name}conv_bn")(x)))
+    x = fw.BatchNormalization(momentum=momentum, name=f"{name}conv_bn")(x)
+    x = L.MaxPooling2D(name=f"{name}pool")(L.Activation("relu")(x))
     x = L.Dense(16, use_bias=False, name=f"{name}fc")(L.Flatten(name=f"{name}flat")(x))
     return L.Activation("relu")(fw.BatchNormalization(momentum=momentum, name=f"{name}fc_bn")(x))
 

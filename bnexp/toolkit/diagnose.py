@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bnexp.doctor import shape_fits
 from bnexp.errors import UserError
 from bnexp.toolkit import precise_bn, probes
 from bnexp.toolkit.framework import activate
 from bnexp.toolkit.models import batch_norm_layers, is_batch_norm
 
 # Thresholds of the checks (why each value: see the comment beside it).
-VAR_LOG_RATIO = np.log(2.0)      # moving variance off by more than 2x from the population one (mean |log| over channels)
+VAR_LOG_RATIO = np.log(2.0)      # moving variance off by more than 2x from the population one (mean |log|)
 MEAN_SHIFT = 0.5                 # moving mean off by more than half a population standard deviation
 STRONG_LOG_RATIO = np.log(4.0)   # without labels: this far off is an error, not a warning
 STRONG_SHIFT = 1.0
@@ -153,7 +154,7 @@ def check_data(model, x, y, source: str, declared) -> int | None:
     """Shape and labels against the model (before any long work); the number of classes, or None."""
     if declared is not None:
         want = declared[1:]
-        if len(want) != x.ndim - 1 or any(w is not None and w != g for w, g in zip(want, x.shape[1:])):
+        if not shape_fits(want, x.shape[1:]):
             raise UserError(f"data={source}: samples of shape {x.shape[1:]} do not fit the model's input "
                             f"{tuple(want)} (None: any size)")
     try:
@@ -317,9 +318,9 @@ def diagnose(request: dict, fw=None) -> dict:
     if len(batches[0]) < 2:
         raise UserError(f"data={source}: {len(x)} samples are too few to estimate BN statistics (need at least 2, "
                         f"better hundreds)")
-    report["data"] = {"source": source, "split": request["data"].get("split"), "samples": int(len(x)), "calibration": int(n_full * len(batches[0])),
-                      "held_out": int(len(held)), "labels": bool(labelled), "batch_size": bs,
-                      "input_shape": list(x.shape[1:])}
+    report["data"] = {"source": source, "split": request["data"].get("split"), "samples": int(len(x)),
+                      "calibration": int(n_full * len(batches[0])), "held_out": int(len(held)),
+                      "labels": bool(labelled), "batch_size": bs, "input_shape": list(x.shape[1:])}
     stats = precise_bn.population_stats(model, batches)
     by_name = {s.name: s for s in stats.layers}
 
@@ -375,8 +376,8 @@ def _statistics_checks(bns, by_name, initial, gap, acc_numbers, findings, ok) ->
                 "hand in the wrong order or slot; Keras' get_weights() order is [gamma, beta, moving_mean, "
                 "moving_variance]. Recompute the statistics (fix=true)"))
             continue
-        if (d["var_log_ratio_abs"] > VAR_LOG_RATIO and d["var_vs_std_log_abs"] < min(STD_LIKE, d["var_log_ratio_abs"] / 2)
-                and d["mean_shift_std"] < MEAN_SHIFT / 2):
+        looks_like_std = d["var_vs_std_log_abs"] < min(STD_LIKE, d["var_log_ratio_abs"] / 2)
+        if d["var_log_ratio_abs"] > VAR_LOG_RATIO and looks_like_std and d["mean_shift_std"] < MEAN_SHIFT / 2:
             std_like.append(layer.name)
             findings.append(finding(
                 "implausible_variance", "C10", layer.name, "error", d,
@@ -439,7 +440,8 @@ def _structure_checks(model, x, bns, by_name, request, findings, ok, keras_versi
     frozen_found = False
     for c in containers(model):
         frozen = [layer.name for layer in c.layers if is_batch_norm(layer) and not layer.trainable]
-        others = [layer for layer in c.layers if not is_batch_norm(layer) and layer.trainable and layer.trainable_weights]
+        others = [layer for layer in c.layers
+                  if not is_batch_norm(layer) and layer.trainable and layer.trainable_weights]
         if c.trainable and frozen and others:
             frozen_found = True
             findings.append(finding(
