@@ -122,9 +122,10 @@ def _image_folder(fw, spec, model_input_shape):
     mode = {1: "grayscale", 3: "rgb", 4: "rgba"}.get(channels)
     if mode is None:
         raise UserError(f"data={spec['source']}: the model wants {channels} channels; image folders give 1, 3 or 4")
-    ds = fw.keras.utils.image_dataset_from_directory(
-        spec["path"], labels="inferred" if spec["labelled"] else None, image_size=(height, width),
-        color_mode=mode, batch_size=256, shuffle=True, seed=int(spec.get("seed", 0)), verbose=False)
+    load = fw.keras.utils.image_dataset_from_directory
+    quiet = {"verbose": False} if "verbose" in inspect.signature(load).parameters else {}  # tf-keras has no verbose
+    ds = load(spec["path"], labels="inferred" if spec["labelled"] else None, image_size=(height, width),
+              color_mode=mode, batch_size=256, shuffle=True, seed=int(spec.get("seed", 0)), **quiet)
     xs, ys = [], []
     for batch in ds:
         x, y = batch if spec["labelled"] else (batch, None)
@@ -451,8 +452,8 @@ def _structure_checks(model, x, bns, by_name, request, findings, ok, keras_versi
                 f"BN layers {', '.join(frozen)} are frozen while other layers of {c.name!r} still train: in TF2 "
                 "semantics a frozen BN normalizes with the statistics it had when frozen while the layers before it "
                 "keep changing its input (under Keras <= 2.2.4 / TF1 it would even use batch statistics in training "
-                "and the stale ones at inference, C06). After fine-tuning recompute its statistics (fix=true), or "
-                "freeze the whole base"))
+                "and the stale ones at inference, C06). Harmless while moving_vs_population finds no drift; otherwise "
+                "recompute the statistics after fine-tuning (fix=true), or freeze the whole base"))
     if not frozen_found:
         ok.append(healthy("frozen_bn_in_trainable_base", "C06", "no frozen BN layer inside a trainable (sub)model"))
 
