@@ -20,6 +20,7 @@ USAGE = """usage: python -m bnexp COMMAND [overrides...]
   sweep    every scenario's grid:      python -m bnexp sweep sweep=quick   (or sweep=reference)
   report   rebuild tables, figures and results/report.md from the stored runs
   list     scenarios (with claim ids), datasets, models, norms, semantics
+  doctor   check your own saved Keras model's BN: python -m bnexp doctor model=m.keras data=x.npz [fix=true]
 """
 
 
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
             report.main(rest)
         elif cmd == "list":
             list_all()
+        elif cmd == "doctor":
+            from bnexp import doctor
+
+            sys.exit(doctor.main(rest))
         else:
             fail(f"unknown command {cmd!r}\n{USAGE}")
     except UserError as e:

@@ -1,0 +1,433 @@
+"""`python -m bnexp doctor model=PATH data=DATA [fix=true] [out=FOLDER] ...`: check a user's own trained Keras model
+for the BN pitfalls bnexp measures, and optionally write a copy with recomputed population statistics.
+
+Parent side (imports no TensorFlow): parse the arguments, check the input (files, format, data shape, labels)
+fast, pick the semantics from the model file (a Keras 3 `.keras` file -> keras3; a tf-keras `.h5`, `.keras` or
+SavedModel folder -> tf_keras), run bnexp.toolkit.diagnose in a child process with that semantics' environment,
+then print the result and write doctor.md beside the child's doctor.json.
+
+Exit codes: 0 no finding of severity error (or no BN layer), 1 at least one, 2 bad input, 3 the doctor failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from bnexp import CONFIG_DIR, PACKAGE_DIR
+from bnexp.errors import UserError
+from bnexp.names import DATASETS, DEVICES, SCALINGS
+from bnexp.runner import _die_with_parent, child_env
+
+DEFAULTS = {
+    "model": None,             # .keras file, .h5 file or SavedModel folder (required)
+    "data": None,              # dataset name, .npz file (x, optional y) or image folder (required)
+    "out": "doctor",           # folder for doctor.json, doctor.md, doctor.log and the recalibrated copy
+    "fix": False,              # true: write a copy with population statistics recomputed
+    "custom_objects": None,    # Python module defining the model's custom classes
+    "split": None,             # train | test, for a dataset name (default train: what precise BN recomputes from)
+    "data.scaling": None,      # dataset name: unit|standard|raw (default: the dataset config's); folder: unit|raw
+    "train_batch_size": None,  # the batch size the model was trained with (for the small-batch check, C11)
+    "doctor.max_samples": 2000,
+    "doctor.batch_size": 64,   # batch size of the batch-statistics and population-statistics passes
+    "doctor.timeout_s": 1800,
+    "device": "auto",
+    "seed": 0,
+}
+PATH_KEYS = ("model", "data", "out", "custom_objects")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+LOG_TAIL = 1500
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def parse(argv: list[str]) -> dict:
+    args = dict(DEFAULTS)
+    for token in argv:
+        key, sep, value = token.partition("=")
+        if not sep or key not in DEFAULTS:
+            raise UserError(f"doctor: unknown argument {token!r}; valid keys: {', '.join(DEFAULTS)} (key=value)")
+        args[key] = value if key in PATH_KEYS else yaml.safe_load(value) if value else None
+    for key in ("model", "data"):
+        if not args[key]:
+            raise UserError(f"doctor: {key}= is required, e.g. python -m bnexp doctor model=my_model.keras "
+                            f"data=fashion_mnist")
+    if not isinstance(args["fix"], bool):
+        raise UserError(f"doctor: fix={args['fix']!r}; valid: true, false")
+    for key, low in (("doctor.max_samples", 2), ("doctor.batch_size", 2), ("doctor.timeout_s", 1),
+                     ("train_batch_size", 1), ("seed", 0)):
+        value = args[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise UserError(f"doctor: {key}={value!r}; valid: an integer >= {low}")
+    if args["device"] not in DEVICES:
+        raise UserError(f"doctor: device={args['device']!r}; valid: {', '.join(DEVICES)}")
+    return args
+
+
+# ---------------------------------------------------------------- the model file
+
+
+def inspect_model(path: str) -> dict:
+    """Format, semantics and (where the file holds one readable without TensorFlow) the model config."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"model={path}: no such file or folder")
+    if p.is_dir():
+        if not (p / "saved_model.pb").is_file():
+            raise UserError(f"model={path} is a folder without saved_model.pb: not a Keras model (give a .keras "
+                            f"file, an .h5 file or a SavedModel folder)")
+        if not (p / "keras_metadata.pb").is_file():
+            raise UserError(f"model={path} is a TensorFlow SavedModel without Keras metadata (tf.saved_model.save "
+                            f"or Keras 3 export()); save the model with Keras' model.save() instead")
+        return {"format": "savedmodel", "semantics": "tf_keras", "config": None}
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UserError(f"model={path} cannot be read: {e.strerror}") from None
+    if head.startswith(b"PK\x03\x04"):
+        return _inspect_keras_zip(path)
+    if head == HDF5_SIGNATURE:
+        return _inspect_h5(path)
+    raise UserError(f"model={path} is not a Keras model: neither a .keras (zip) file, an HDF5 (.h5) file nor a "
+                    f"SavedModel folder")
+
+
+def _inspect_keras_zip(path: str) -> dict:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "config.json" not in names:
+                raise UserError(f"model={path} is a zip file without config.json: not a Keras model file")
+            config = json.loads(z.read("config.json"))
+            meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise UserError(f"model={path} is a damaged .keras file: {e}") from None
+    version = str(meta.get("keras_version", "3"))
+    return {"format": "keras", "semantics": "tf_keras" if version.startswith("2.") else "keras3",
+            "config": config, "keras_version": version}
+
+
+def _inspect_h5(path: str) -> dict:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            version = f.attrs.get("keras_version", "2")
+    except OSError as e:
+        raise UserError(f"model={path} is a damaged HDF5 file: {e}") from None
+    if raw is None:
+        raise UserError(f"model={path} is an HDF5 file without a model config (weights only, from save_weights?); "
+                        f"save the whole model with model.save()")
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    return {"format": "h5", "semantics": "keras3" if version.startswith("3.") else "tf_keras", "config": config,
+            "keras_version": version}
+
+
+def declared_io(config: dict | None) -> tuple[tuple | None, int | None]:
+    """(input shape without the batch axis, number of outputs) as the saved config declares them; None if unknown."""
+    if not config:
+        return None, None
+    body = config.get("config", {}) or {}
+    layers = body.get("layers", []) or []
+    inputs = [entry.get("config", {}) for entry in layers if entry.get("class_name") == "InputLayer"]
+    shape = None
+    if len(inputs) == 1:
+        shape = inputs[0].get("batch_shape") or inputs[0].get("batch_input_shape")
+    elif not inputs:
+        shape = body.get("build_input_shape") or (config.get("build_config") or {}).get("input_shape")
+    if shape and isinstance(shape, list) and all(isinstance(d, (int, type(None))) for d in shape):
+        shape = tuple(shape[1:])
+    else:
+        shape = None
+    return shape, _declared_outputs(config.get("class_name"), body, layers)
+
+
+def _declared_outputs(class_name, body, layers) -> int | None:
+    by_name = {entry.get("config", {}).get("name"): entry for entry in layers}
+    if class_name == "Sequential":
+        last = layers[-1] if layers else None
+    else:
+        outs = body.get("output_layers")
+        if isinstance(outs, list) and len(outs) == 3 and isinstance(outs[0], str):
+            outs = [outs]
+        last = by_name.get(outs[0][0]) if isinstance(outs, list) and len(outs) == 1 else None
+    if last and last.get("class_name") == "Dense":
+        return int(last["config"]["units"])
+    return None
+
+
+# ---------------------------------------------------------------- the data
+
+
+def inspect_data(args: dict, shape, classes) -> dict:
+    """The child's data spec, after every check that needs no TensorFlow."""
+    source = args["data"]
+    spec = {"source": source, "max_samples": args["doctor.max_samples"], "seed": args["seed"]}
+    p = Path(source)
+    if source in DATASETS:
+        split = args["split"] or "train"
+        if split not in ("train", "test"):
+            raise UserError(f"doctor: split={split!r}; valid: train, test")
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / f"{source}.yaml"))
+        scaling = args["data.scaling"] or config["scaling"]
+        if scaling not in SCALINGS:
+            raise UserError(f"doctor: data.scaling={scaling!r}; valid: {', '.join(SCALINGS)}")
+        config["scaling"] = scaling
+        paths = OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml")
+        return {**spec, "kind": "dataset", "config": config, "split": split,
+                "cache_dir": str(Path(str(paths.cache_dir)).expanduser())}
+    if args["split"] is not None:
+        raise UserError(f"doctor: split= applies to dataset names ({', '.join(DATASETS)}), not to data={source}")
+    if p.is_dir():
+        return {**spec, **_inspect_folder(p, args, classes)}
+    if p.suffix == ".npz" or p.is_file():
+        if args["data.scaling"] is not None:
+            raise UserError(f"doctor: data.scaling applies to dataset names and image folders; the arrays in "
+                            f"data={source} are used as stored")
+        _check_npz(p, source, shape, classes)
+        return {**spec, "kind": "npz", "path": str(p)}
+    raise UserError(f"doctor: data={source} is neither a dataset ({', '.join(DATASETS)}), an .npz file nor an image "
+                    f"folder")
+
+
+def shape_fits(want, got) -> bool:
+    """Does a sample of shape `got` fit a model input of shape `want` (None: any size)?"""
+    return len(want) == len(got) and all(w is None or w == g for w, g in zip(want, got))
+
+
+def _check_npz(p: Path, source: str, shape, classes) -> None:
+    if not p.is_file():
+        raise UserError(f"data={source}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise UserError(f"data={source} has no array 'x' (it holds {', '.join(z.files) or 'nothing'}); save "
+                                f"it with np.savez(path, x=images, y=labels)")
+            x = z["x"]
+            y = z["y"] if "y" in z.files else None
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"data={source} cannot be read as .npz: {type(e).__name__}: {e}") from None
+    if x.ndim < 2 or len(x) == 0:
+        raise UserError(f"data={source}: x holds no samples (shape {x.shape})")
+    if shape is not None and not shape_fits(shape, x.shape[1:]):
+        raise UserError(f"data={source}: samples of shape {x.shape[1:]} do not fit the model's input {shape} "
+                        f"(None: any size)")
+    if y is None:
+        return
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim != 1 or len(y) != len(x):
+        raise UserError(f"data={source}: y has shape {y.shape}; it must hold one class index per sample ({len(x)})")
+    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))):
+        raise UserError(f"data={source}: y must hold class indices (integers), not {y.dtype} values")
+    if y.min() < 0 or (classes is not None and y.max() >= classes):
+        valid = f"0..{classes - 1}" if classes else ">= 0"
+        raise UserError(f"data={source}: labels range over [{int(y.min())}, {int(y.max())}] but the model has "
+                        f"{classes} outputs (valid labels: {valid})")
+
+
+def _inspect_folder(p: Path, args: dict, classes) -> dict:
+    scaling = args["data.scaling"] or "raw"
+    if scaling not in ("unit", "raw"):
+        raise UserError(f"doctor: data.scaling={scaling!r} for an image folder; valid: raw (0..255, default), unit")
+    images = [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+    if not images:
+        raise UserError(f"data={p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
+    subdirs = sorted(d for d in p.iterdir() if d.is_dir())
+    labelled = bool(subdirs) and all(f.parent != p for f in images)
+    if labelled and classes is not None and len(subdirs) > classes:
+        raise UserError(f"data={p}: {len(subdirs)} class folders (labels 0..{len(subdirs) - 1}) but the model has "
+                        f"{classes} outputs")
+    return {"kind": "folder", "path": str(p), "labelled": labelled, "scaling": scaling}
+
+
+# ---------------------------------------------------------------- running the child
+
+
+def fix_path(model: str, fmt: str, out: Path) -> Path:
+    stem = Path(model.rstrip("/")).name
+    if fmt == "savedmodel":
+        return out / f"{stem}.recalibrated"
+    return out / f"{Path(stem).stem}.recalibrated{Path(stem).suffix or '.keras'}"
+
+
+def run_child(request: dict, out: Path, timeout: float) -> dict:
+    env = child_env(request["semantics"], request["device"])
+    # the package, and the user's working directory for custom_objects modules
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), os.getcwd(), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="bnexp-doctor-") as tmp:
+        req, res = Path(tmp, "request.json"), Path(tmp, "result.json")
+        req.write_text(json.dumps(request))
+        with open(out / "doctor.log", "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "bnexp.toolkit.diagnose", str(req), str(res)], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    preexec_fn=_die_with_parent, start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {"status": "failed", "error": f"no result after doctor.timeout_s={timeout:g} s"}
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        try:
+            return json.loads(res.read_text())
+        except (OSError, ValueError):
+            tail = (out / "doctor.log").read_text()[-LOG_TAIL:]
+            return {"status": "failed", "error": f"the check process exited with code {proc.returncode}:\n{tail}"}
+
+
+# ---------------------------------------------------------------- output
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def numbers_text(numbers: dict) -> str:
+    """A finding's numbers, less the accuracies (every report's headline shows them)."""
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in numbers.items() if not k.startswith("acc_"))
+
+
+def exit_code(report: dict) -> int:
+    return 1 if any(f["severity"] == "error" for f in report.get("findings", [])) else 0
+
+
+def headline(report: dict) -> list[str]:
+    lines = [f"model {report['model']} ({report['format']}, semantics {report['semantics']}, Keras "
+             f"{report['keras_version']}); {len(report.get('bn_layers', []))} BN layers"]
+    d = report.get("data")
+    if d:
+        split = f" ({d['split']} split)" if d.get("split") else ""
+        lines.append(f"data {d['source']}{split}: {d['samples']} samples of shape {tuple(d['input_shape'])}; "
+                     f"{d['calibration']} for population statistics"
+                     + (f", {d['held_out']} held out for accuracy" if d["labels"] else ", no labels"))
+    acc = report.get("accuracy")
+    if acc:
+        lines.append(f"accuracy (held out): moving statistics {acc['moving']:.3f} | population statistics "
+                     f"{acc['population']:.3f} | batch statistics {acc['batch']:.3f}")
+    return lines
+
+
+def terminal(report: dict, out: Path) -> str:
+    """The report for a terminal: findings with numbers and fix, then healthy checks one line each."""
+    lines = ["bnexp doctor", *("  " + s for s in headline(report))]
+    if report.get("note"):
+        lines.append(f"  {report['note']}")
+    wrap = textwrap.TextWrapper(width=110, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    if report.get("findings"):
+        lines.append("findings:")
+        findings = report["findings"]
+        for i, f in enumerate(findings):
+            lines.append(f"  {f['severity'].upper():<8}{f['claim']:<5}{f['check']}"
+                         + (f"  [{f['layer']}]" if f.get("layer") else ""))
+            lines += wrap.wrap(numbers_text(f["numbers"]))
+            if i + 1 == len(findings) or findings[i + 1]["fix"] != f["fix"]:  # one fix per run of like findings
+                lines += wrap.wrap("fix: " + f["fix"])
+    if report.get("healthy"):
+        lines.append("healthy:")
+        lines += [f"  ok      {h['claim']:<5}{h['check']}: {h['summary']}" for h in report["healthy"]]
+    fix = report.get("fix")
+    if fix:
+        lines.append(f"recalibrated copy: {fix['path']} (population statistics from {fix['calibration_batches']} "
+                     "batches)" + (f"; held-out accuracy {fix['accuracy_before']:.3f} -> {fix['accuracy_after']:.3f}"
+                                   if "accuracy_after" in fix else ""))
+    errors = sum(f["severity"] == "error" for f in report.get("findings", []))
+    warnings = len(report.get("findings", [])) - errors
+    lines.append(f"{errors} error(s), {warnings} warning(s); exit {exit_code(report)}; report: {out / 'doctor.md'}, "
+                 f"{out / 'doctor.json'}")
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    from tabulate import tabulate
+
+    lines = ["# bnexp doctor", "", *(f"- {s}" for s in headline(report)), ""]
+    if report.get("note"):
+        lines += [report["note"], ""]
+    if report.get("findings"):
+        rows = [[f["severity"], f["claim"], f["check"], f.get("layer") or "", numbers_text(f["numbers"])]
+                for f in report["findings"]]
+        lines += ["## Findings", "", tabulate(rows, ["severity", "claim", "check", "layer", "numbers"],
+                                              tablefmt="github"), "", "Fixes:", ""]
+        seen = []
+        for f in report["findings"]:
+            if (f["check"], f["fix"]) not in seen:
+                seen.append((f["check"], f["fix"]))
+                lines.append(f"- **{f['check']}** ({f['claim']}): {f['fix']}")
+        lines.append("")
+    if report.get("healthy"):
+        lines += ["## Healthy", "", *(f"- {h['check']} ({h['claim']}): {h['summary']}" for h in report["healthy"]), ""]
+    fix = report.get("fix")
+    if fix:
+        lines += ["## Recalibrated copy", "", f"`{fix['path']}`: population statistics from "
+                  f"{fix['calibration_batches']} batches."]
+        if "accuracy_after" in fix:
+            lines.append(f"Held-out accuracy {fix['accuracy_before']:.3f} before, {fix['accuracy_after']:.3f} after "
+                         "(measured on the reloaded copy).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def prepare(argv: list[str]) -> tuple[dict, Path, float]:
+    """Every check that needs no TensorFlow; the child's request, the output folder and the timeout."""
+    args = parse(argv)
+    model = inspect_model(args["model"])
+    shape, classes = declared_io(model["config"])
+    data = inspect_data(args, shape, classes)
+    out = Path(args["out"])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"doctor: out={args['out']} is not a writable folder: {e.strerror}") from None
+    target = fix_path(args["model"], model["format"], out)
+    if args["fix"] and target.exists():
+        raise UserError(f"doctor: fix=true would write {target}, which exists; bnexp doctor never overwrites a file: "
+                        f"remove it or choose another out=")
+    request = {"model": args["model"], "format": model["format"], "semantics": model["semantics"],
+               "custom_objects": args["custom_objects"], "data": data, "batch_size": args["doctor.batch_size"],
+               "train_batch_size": args["train_batch_size"], "fix": args["fix"], "fix_path": str(target),
+               "out": str(out), "device": args["device"]}
+    return request, out, float(args["doctor.timeout_s"])
+
+
+def main(argv: list[str]) -> int:
+    request, out, timeout = prepare(argv)
+    print(f"bnexp doctor: checking {request['model']} ({request['semantics']}) on {request['data']['source']} ...",
+          flush=True)
+    result = run_child(request, out, timeout)
+    if result["status"] == "bad_input":
+        raise UserError(result["error"])
+    if result["status"] != "ok":
+        print(f"bnexp: error: doctor failed: {result.get('error')} (log: {out / 'doctor.log'})", file=sys.stderr)
+        return 3
+    report = json.loads((out / "doctor.json").read_text())
+    (out / "doctor.md").write_text(markdown(report))
+    print(terminal(report, out))
+    return exit_code(report)

@@ -1,0 +1,159 @@
+"""Small saved models with known, injected BN pitfalls, for the doctor tests and the README transcript.
+
+Synthetic 12x12x1 images in [0, 1], 4 classes (a class template plus uniform noise), saved as data.npz.
+`python tests/doctor_zoo.py FOLDER` builds the set of the semantics its environment selects
+(TF_USE_LEGACY_KERAS=1: tf-keras .h5 models; unset: Keras 3 .keras models); `python tests/doctor_zoo.py
+FOLDER fashion` a small CNN trained briefly on Fashion-MNIST with stale moving statistics.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SIZE, CLASSES, SAMPLES = 12, 4, 2048
+
+
+def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    templates = np.random.default_rng(123).uniform(0, 1, (CLASSES, SIZE, SIZE, 1))
+    y = rng.integers(0, CLASSES, SAMPLES)
+    x = np.clip(0.5 * templates[y] + 0.5 * rng.uniform(0, 1, (SAMPLES, SIZE, SIZE, 1)), 0, 1)
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def body(fw, x, momentum: float, name: str = ""):
+    """conv -> BN -> relu -> pool -> dense -> BN -> relu: one BN after a conv, one after a dense layer."""
+    L = fw.keras.layers
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name=f"{name}conv")(x)
+    x = fw.BatchNormalization(momentum=momentum, name=f"{name}conv_bn")(x)
+    x = L.MaxPooling2D(name=f"{name}pool")(L.Activation("relu")(x))
+    x = L.Dense(16, use_bias=False, name=f"{name}fc")(L.Flatten(name=f"{name}flat")(x))
+    return L.Activation("relu")(fw.BatchNormalization(momentum=momentum, name=f"{name}fc_bn")(x))
+
+
+def functional(fw, momentum: float, bn: bool = True):
+    keras = fw.keras
+    inp = keras.Input((SIZE, SIZE, 1))
+    if bn:
+        x = body(fw, inp, momentum)
+    else:
+        x = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inp))
+    return keras.Model(inp, keras.layers.Dense(CLASSES, name="logits")(x))
+
+
+def fit(fw, model, x, y, steps: int, lr: float = 1e-2, batch: int = 32):
+    keras = fw.keras
+    model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n = steps * batch
+    reps = -(-n // len(x))
+    model.fit(np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n], batch_size=batch, epochs=1,
+              shuffle=False, verbose=0)
+    return model
+
+
+def fit_inference_mode(fw, model, x, y, steps: int, lr: float = 1e-2, batch: int = 32):
+    """A custom loop that calls the model with training=False: BN's moving statistics never update (C03)."""
+    tf, keras = fw.tf, fw.keras
+    opt = keras.optimizers.Adam(lr)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for i in range(steps):
+        j = (i * batch) % (len(x) - batch)
+        with tf.GradientTape() as tape:
+            value = loss(y[j:j + batch], model(x[j:j + batch], training=False))
+        opt.apply_gradients(zip(tape.gradient(value, model.trainable_weights), model.trainable_weights))
+    return model
+
+
+def build_keras3(folder: Path, fw) -> dict[str, Path]:
+    """Keras 3 .keras models: healthy, stale (C01), never updated (C03), training=True in call() (C04),
+    build-time training=False on a nested base (C15), no BN."""
+    import doctor_custom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = make_data()
+    np.savez(folder / "data.npz", x=x, y=y)
+    paths = {}
+
+    def save(name, model):
+        paths[name] = folder / f"{name}.keras"
+        model.save(paths[name])
+
+    fw.set_seed(0)
+    save("healthy", fit(fw, functional(fw, 0.9), x, y, steps=80))
+    fw.set_seed(0)
+    save("stale", fit(fw, functional(fw, 0.99), x, y, steps=20))
+    fw.set_seed(0)
+    save("never_updated", fit_inference_mode(fw, functional(fw, 0.9), x, y, steps=60))
+    fw.set_seed(0)
+    net = doctor_custom.AlwaysTrainingNet(CLASSES)
+    net(x[:1])
+    save("training_true", fit(fw, net, x, y, steps=80))
+    fw.set_seed(0)
+    save("base_training_false", fit(fw, guide_pattern(fw), x, y, steps=80))
+    fw.set_seed(0)
+    save("no_bn", fit(fw, functional(fw, 0.9, bn=False), x, y, steps=30))
+    return paths
+
+
+def guide_pattern(fw):
+    """The Keras fine-tuning guide's `base(x, training=False)` on a trainable base (claim C15)."""
+    keras = fw.keras
+    inp = keras.Input((SIZE, SIZE, 1))
+    base = keras.Model(inp, body(fw, inp, 0.9, "base_"), name="base")
+    outer_in = keras.Input((SIZE, SIZE, 1))
+    return keras.Model(outer_in, keras.layers.Dense(CLASSES, name="logits")(base(outer_in, training=False)))
+
+
+def build_tf_keras(folder: Path, fw) -> dict[str, Path]:
+    """tf-keras .h5 models: BN layers frozen inside a trainable base after training (C06-like), healthy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = make_data()
+    keras = fw.keras
+    fw.set_seed(0)
+    inp = keras.Input((SIZE, SIZE, 1))
+    base = keras.Model(inp, body(fw, inp, 0.9, "base_"), name="base")
+    outer_in = keras.Input((SIZE, SIZE, 1))
+    model = keras.Model(outer_in, keras.layers.Dense(CLASSES, name="logits")(base(outer_in)))
+    fit(fw, model, x, y, steps=80)
+    for layer in base.layers:  # freeze BN only; the base stays trainable and fine-tunes briefly
+        if type(layer).__name__ == "BatchNormalization":
+            layer.trainable = False
+    fit(fw, model, x, y, steps=5, lr=1e-4)
+    paths = {"frozen_bn": folder / "frozen_bn.h5"}
+    model.save(paths["frozen_bn"])
+    return paths
+
+
+def build_fashion(folder: Path, fw) -> dict[str, Path]:
+    """bnexp's small_cnn on Fashion-MNIST ([0, 1] inputs), BN momentum 0.99, 30 steps of batch 64: claim C01's
+    setting, for the README's doctor transcript."""
+    from omegaconf import OmegaConf
+
+    from bnexp import CONFIG_DIR
+    from bnexp.toolkit import data, models
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fw.set_seed(0)
+    cfg = OmegaConf.load(CONFIG_DIR / "data" / "fashion_mnist.yaml")
+    d = data.from_config(cfg, Path(os.environ.get("BNEXP_CACHE", "~/.cache/bnexp")).expanduser(), seed=0)
+    model = models.build(fw, "small_cnn", d.input_shape, d.num_classes, momentum=0.99)
+    fit(fw, model, d.x_train, d.y_train, steps=30, lr=1e-3, batch=64)
+    paths = {"fashion_stale": folder / "fashion_stale.keras"}
+    model.save(paths["fashion_stale"])
+    return paths
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bnexp.toolkit.framework import activate
+
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+    fw = activate("tf_keras" if legacy else "keras3")
+    which = sys.argv[2] if len(sys.argv) > 2 else "zoo"
+    build = build_fashion if which == "fashion" else build_tf_keras if legacy else build_keras3
+    built = build(Path(sys.argv[1]), fw)
+    print("\n".join(f"{k} {v}" for k, v in built.items()))
