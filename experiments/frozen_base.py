@@ -48,7 +48,6 @@ With base.trainable=true there is nothing to unfreeze, so stage 2 is skipped (`s
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
@@ -163,87 +162,11 @@ def transfer_model(cfg, ctx, base, input_shape: tuple, num_classes: int):
     keras = ctx.fw.keras
     flag, style = cfg.base.training, cfg.base.flag_style
     head = keras.layers.Dense(num_classes, name="head")
-    if style == "subclass":
-        return _subclassed(keras, base, head, flag, input_shape)
+    if style == "subclass":  # the flag hard-coded in call(), as users write it in subclassed models
+        return models.flag_fixed(keras, [base], [True], head, flag, input_shape, "transfer")
     inputs = keras.Input(shape=input_shape, name="image")
     features = base(inputs, training=flag) if style == "functional" and flag is not None else base(inputs)
     return keras.Model(inputs, head(features), name="transfer")
-
-
-def _subclassed(keras, base, head, flag, input_shape):
-    class Transfer(keras.Model):
-        """The base's training flag hard-coded in call(), as users write it in subclassed models."""
-
-        def __init__(self):
-            super().__init__(name="transfer")
-            self.base, self.head = base, head
-
-        def call(self, x, training=None):
-            return self.head(self.base(x, training=flag if flag is not None else training))
-
-    model = Transfer()
-    model(np.zeros((1, *input_shape), np.float32))
-    return model
-
-
-# ---------------------------------------------------------------- probes specific to this scenario
-
-
-@contextlib.contextmanager
-def _capturing(bn_layers, sink: dict):
-    """Wrap each BN layer's call to keep its input and output (the layer's behaviour is untouched)."""
-    for i, layer in enumerate(bn_layers):
-        original = layer.call
-
-        def wrapped(inputs, *args, _i=i, _orig=original, **kwargs):
-            out = _orig(inputs, *args, **kwargs)
-            sink[_i] = (np.asarray(inputs, np.float64), np.asarray(out, np.float64))
-            return out
-
-        layer.call = wrapped
-    try:
-        yield
-    finally:
-        for layer in bn_layers:
-            del layer.call  # back to the class's method
-
-
-def bn_modes(model, x: np.ndarray, training: bool) -> tuple[list[bool], float]:
-    """Per BN layer: does it normalize with batch statistics when the model is called with `training`?
-
-    Each layer's output is compared with gamma * (x - m) / sqrt(v + eps) + beta for the batch's own
-    moments and for the moving statistics; the closer one decides. Also returns the largest residual of
-    the winning formula relative to the output's scale (near float32 precision when the decision is
-    clean). Moving statistics are restored afterwards.
-    """
-    bns = models.batch_norm_layers(model)
-    moving = [(np.array(b.moving_mean, np.float64), np.array(b.moving_variance, np.float64)) for b in bns]
-    sink: dict = {}
-    with probes.moving_stats_kept(model), _capturing(bns, sink):
-        model(x, training=training)
-    uses_batch, residual = [], 0.0
-    for i, layer in enumerate(bns):
-        inp, out = sink[i]
-        gamma, beta = np.asarray(layer.gamma, np.float64), np.asarray(layer.beta, np.float64)
-        flat = inp.reshape(-1, inp.shape[-1])
-        eps = float(layer.epsilon)
-
-        def normalized(mean, var):
-            return gamma * (inp - mean) / np.sqrt(var + eps) + beta
-
-        err_batch = np.max(np.abs(out - normalized(flat.mean(0), flat.var(0))))
-        err_moving = np.max(np.abs(out - normalized(*moving[i])))
-        uses_batch.append(bool(err_batch < err_moving))
-        residual = max(residual, min(err_batch, err_moving) / (np.max(np.abs(out)) + 1e-12))
-    return uses_batch, float(residual)
-
-
-def stat_distance(model, stats, prefix: str) -> dict:
-    """Per-layer moving-vs-population errors and their mean over layers (`stat_dist_<prefix>`)."""
-    errs = probes.stat_errors(model, stats)
-    mean_errs = [v for k, v in errs.items() if k.endswith(".mean_err")]
-    return {f"stat_dist_{prefix}": float(np.mean(mean_errs)) if mean_errs else float("nan"),
-            **{f"{prefix}.{k}": v for k, v in errs.items()}}
 
 
 def evaluate_acc(cfg, model, x, y) -> float:
@@ -252,20 +175,10 @@ def evaluate_acc(cfg, model, x, y) -> float:
     return float(scores["accuracy"])
 
 
-def measure_modes(model, d: data_mod.Prepared, batch_size: int, prefix: str = "") -> dict:
-    """Share of BN layers using batch statistics as fit (training=True) and evaluate (False) call the model."""
-    x = d.x_train[:batch_size]
-    fit_modes, fit_res = bn_modes(model, x, True)
-    eval_modes, eval_res = bn_modes(model, x, False)
-    n = max(len(fit_modes), 1)
-    return {f"{prefix}fit_batchstats_frac": sum(fit_modes) / n, f"{prefix}eval_batchstats_frac": sum(eval_modes) / n,
-            f"{prefix}mode_residual": max(fit_res, eval_res)}
-
-
 def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_offset: int = 0) -> dict:
     """Fit, then everything the module docstring lists, with keys prefixed by `prefix`."""
     bns = models.batch_norm_layers(model)
-    out = measure_modes(model, d, int(cfg.train.batch_size), prefix)
+    out = probes.measure_modes(model, d.x_train[:int(cfg.train.batch_size)], prefix)
     before = probes.moving_stats(model)
     training.compile_model(ctx.fw, model, cfg.train.optimizer, lr)
     batches = data_mod.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps,
@@ -311,7 +224,7 @@ def run(cfg, ctx) -> dict:
     if models.batch_norm_layers(model):
         batches = data_mod.train_batches(target.x_train, target.y_train, int(cfg.probe.precise_batch_size),
                                          int(t.dist_batches), int(cfg.seed) + 20_000)
-        out.update(stat_distance(model, precise_bn.population_stats(model, batches), "before"))
+        out.update(probes.stat_distance(model, precise_bn.population_stats(model, batches), "before"))
 
     out.update(fine_tune(cfg, ctx, model, target, int(cfg.train.batches), float(cfg.train.lr), seed_offset=1))
     out["batch_dependence"] = probes.batch_dependence(model, target.x_test, False)
