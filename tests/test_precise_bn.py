@@ -13,17 +13,9 @@ import pytest
 
 from bnexp.toolkit import precise_bn, precise_curve, probes
 from bnexp.runner import child_env
-from bnexp.toolkit.framework import activate
 from conftest import ROOT, bnexp_env
 
 BATCHES, BATCH = 5, 8
-
-
-@pytest.fixture(scope="module")
-def fw():
-    f = activate("keras3")
-    f.set_seed(0)
-    return f
 
 
 def dense_bn(fw, norm_kwargs=None):
@@ -130,7 +122,6 @@ TF_KERAS_CHECK = r"""
 import json
 import numpy as np
 from bnexp.toolkit import precise_bn
-from bnexp.toolkit.framework import activate
 fw = activate("tf_keras")
 keras = fw.keras
 rng = np.random.default_rng(1)

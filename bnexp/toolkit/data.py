@@ -255,15 +255,19 @@ class Prepared:
         return tuple(self.x_train.shape[1:])
 
 
-def from_config(data_cfg, cache_dir, seed: int = 0, classes=None, shift_kind: str | None = None) -> Prepared:
+def from_config(data_cfg, cache_dir, seed: int = 0, classes=None, shift_kind: str | None = None,
+                name: str | None = None) -> Prepared:
     """Load, select classes and sizes, shift and scale as the `data` config group says.
 
-    `classes` and `shift_kind` override `data.classes` and `data.shift` (transfer scenarios use both
-    a source and a target view of the same dataset). Standard-scaling statistics come from the
+    `classes` and `shift_kind` override `data.classes` and `data.shift`, and `name` the dataset (with
+    the same sizes and scaling; data.raw_dir belongs to the configured dataset, so not to another one):
+    transfer scenarios use a source and a target view. Standard-scaling statistics come from the
     selected training images, so a shifted domain is standardized with its own statistics only if
     the scenario asks for it by loading it as its own view.
     """
-    arrays = load(data_cfg.name, data_cfg.get("raw_dir"), data_cfg.get("tfds_data_dir"), cache_dir)
+    other = name is not None and name != data_cfg.name
+    arrays = load(name if other else data_cfg.name, None if other else data_cfg.get("raw_dir"),
+                  data_cfg.get("tfds_data_dir"), cache_dir)
     classes = data_cfg.get("classes") if classes is None else classes
     kind = data_cfg.get("shift", "none") if shift_kind is None else shift_kind
     x_tr, y_tr = select(arrays.x_train, arrays.y_train, classes, data_cfg.get("train_size"), seed)

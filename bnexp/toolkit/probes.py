@@ -171,3 +171,10 @@ def moving_stats(model) -> dict[str, np.ndarray]:
 def stats_changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> bool:
     """Exact comparison: did any moving statistic change at all?"""
     return any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def layers_changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, bool]:
+    """Per BN layer (moving_stats keys `<layer>.<statistic>`): did its moving statistics change at all?"""
+    layers = dict.fromkeys(k.rsplit(".", 1)[0] for k in before)
+    return {name: stats_changed({k: v for k, v in before.items() if k.rsplit(".", 1)[0] == name}, after)
+            for name in layers}

@@ -18,21 +18,27 @@ def build_model(cfg, ctx, d: data.Prepared, **overrides):
     return models.build(ctx.fw, **args)
 
 
-def train(cfg, ctx, model, d: data.Prepared, steps: int | None = None, seed_offset: int = 0) -> dict:
-    """Compile and fit for `steps` (default train.batches) optimizer steps; metrics of the fit."""
+def train(cfg, ctx, model, d: data.Prepared, steps: int | None = None, seed_offset: int = 0,
+          lr: float | None = None, history: list | None = None) -> dict:
+    """Compile and fit for `steps` (default train.batches) optimizer steps at `lr` (default train.lr);
+    metrics of the fit, logged into `history` (default the run's, ctx.history)."""
     steps = int(cfg.train.batches if steps is None else steps)
-    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr))
+    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr if lr is None else lr))
     ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
     started = time.perf_counter() - PROCESS_START
-    return {**training.fit(model, ds, steps, history=ctx.history, verbose=int(cfg.get("verbose", 0))),
+    history = ctx.history if history is None else history
+    return {**training.fit(model, ds, steps, history=history, verbose=int(cfg.get("verbose", 0))),
             "to_first_step_s": started}
 
 
-def precise_stats(cfg, model, d: data.Prepared) -> precise_bn.Recompute:
-    """R1 population statistics from `probe.precise_batches` fresh training batches."""
-    n, bs = int(cfg.probe.precise_batches), int(cfg.probe.precise_batch_size)
-    batches = data.train_batches(d.x_train, d.y_train, bs, n, int(cfg.seed) + 10_000)
-    return precise_bn.population_stats(model, batches)
+def precise_stats(cfg, model, d: data.Prepared, batches: int | None = None,
+                  seed_offset: int = 10_000) -> precise_bn.Recompute:
+    """R1 population statistics from `batches` (default probe.precise_batches) fresh training batches of
+    probe.precise_batch_size."""
+    n = int(cfg.probe.precise_batches if batches is None else batches)
+    stream = data.train_batches(d.x_train, d.y_train, int(cfg.probe.precise_batch_size), n,
+                                int(cfg.seed) + seed_offset)
+    return precise_bn.population_stats(model, stream)
 
 
 def eval_sets(d: data.Prepared):
