@@ -35,3 +35,10 @@ def test_where_values_are_in_the_reference_grid_or_the_defaults(scenario):
             for value in wanted if isinstance(wanted, list) else [wanted]:
                 assert value in values, (f"{scenario} rule for {rule['claim']} ({rule['says'][:50]}...): "
                                          f"{key}={value!r} is not among the reference sweep's {values}")
+
+
+def test_a_runs_config_holds_no_sweep_grid():
+    """Sweep grids are read by `bnexp sweep` alone: the config a run saves is that run's only."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["scenario=frozen_base"])
+    assert "sweep" not in cfg and "grids" not in OmegaConf.to_yaml(cfg)
