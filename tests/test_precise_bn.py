@@ -122,6 +122,7 @@ TF_KERAS_CHECK = r"""
 import json
 import numpy as np
 from bnexp.toolkit import precise_bn
+from bnexp.toolkit.framework import activate
 fw = activate("tf_keras")
 keras = fw.keras
 rng = np.random.default_rng(1)
