@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 FIXTURE = Path(__file__).with_name("numbers_unchanged.json")
 TINY_TRANSFER = ["transfer.pretrain_steps=20", "transfer.dist_batches=2", "transfer.stage2_steps=3"]
 CONFIGS = {  # on top of conftest.TINY; together they touch every mechanism the toolkit shares
@@ -39,25 +41,20 @@ def _compared(record: dict) -> dict:
             if k not in NOT_COMPARED and not k.endswith(("_s", "_per_s"))}
 
 
-def _run_all(results: Path, cache_dir: Path) -> dict[str, dict]:
+def _run(name: str, results: Path, cache_dir: Path) -> dict:
     from conftest import TINY, bnexp, records
 
-    out = {}
-    for name, overrides in CONFIGS.items():
-        bnexp(["run", *TINY, *overrides], results / name, cache_dir)
-        (record,) = records(results / name)
-        out[name] = _compared(record)
-    return out
+    bnexp(["run", *TINY, *CONFIGS[name]], results / name, cache_dir)
+    (record,) = records(results / name)
+    return _compared(record)
 
 
-def test_run_ids_and_numbers_match_the_stored_ones(tmp_path, cache_dir):
-    stored = json.loads(FIXTURE.read_text())
-    now = _run_all(tmp_path, cache_dir)
-    for name in CONFIGS:
-        assert now[name]["run_id"] == stored[name]["run_id"], f"{name}: run id changed"
-        changed = {k: (stored[name].get(k), now[name].get(k)) for k in stored[name].keys() | now[name].keys()
-                   if stored[name].get(k) != now[name].get(k)}
-        assert not changed, f"{name}: (stored, now) differ: {changed}"
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_run_id_and_numbers_match_the_stored_ones(name, tmp_path, cache_dir):
+    stored, now = json.loads(FIXTURE.read_text())[name], _run(name, tmp_path, cache_dir)
+    assert now["run_id"] == stored["run_id"], f"{name}: run id changed"
+    changed = {k: (stored.get(k), now.get(k)) for k in stored.keys() | now.keys() if stored.get(k) != now.get(k)}
+    assert not changed, f"{name}: (stored, now) differ: {changed}"
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
@@ -65,6 +62,6 @@ if __name__ == "__main__" and "--write" in sys.argv:
 
     sys.path.insert(0, str(Path(__file__).parent))
     with tempfile.TemporaryDirectory() as tmp:
-        found = _run_all(Path(tmp) / "results", Path(tmp) / "cache")
+        found = {name: _run(name, Path(tmp) / "results", Path(tmp) / "cache") for name in CONFIGS}
     FIXTURE.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
     print(f"wrote {FIXTURE}")
