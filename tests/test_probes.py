@@ -41,6 +41,8 @@ def test_training_mode_call_would_change_them(tiny):
     before = probes.moving_stats(model)
     model(x, training=True)
     assert probes.stats_changed(before, probes.moving_stats(model))
+    assert probes.layers_changed(before, probes.moving_stats(model)) == {"bn": True}
+    assert probes.layers_changed(before, before) == {"bn": False}
 
 
 def test_batch_dependence_only_with_batch_statistics(tiny):
