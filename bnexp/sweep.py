@@ -66,7 +66,7 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
     all validated."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         try:
-            base = compose("config", overrides=[f"sweep={sweep_name}", *[e for e in extra if _is_group(e)]])
+            base = compose("config", overrides=[f"+sweep={sweep_name}", *[e for e in extra if _is_group(e)]])
         except Exception as e:
             raise UserError(f"cannot compose sweep={sweep_name}: {str(e).splitlines()[0]} "
                             f"(sweeps: {', '.join(sorted(p.stem for p in (CONFIG_DIR / 'sweep').glob('*.yaml')))})")
@@ -85,7 +85,7 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
             for point in expand(multirun[name]):
                 groups = tuple(p for p in point if _is_group(p.split("=", 1)[0]))
                 if groups not in cache:  # compose once per config-group choice, then set plain values
-                    cache[groups] = compose("config", overrides=[f"sweep={sweep_name}", *groups])
+                    cache[groups] = compose("config", overrides=list(groups))  # a run's config has no sweep
                 cfg = cache[groups].copy()
                 values = [p for p in point if not _is_group(p.split("=", 1)[0])]
                 for o in OverridesParser.create().parse_overrides(values):

@@ -17,17 +17,14 @@ Steps, fit seconds and steps/s record what tiny batches cost.
 
 from __future__ import annotations
 
-from bnexp.toolkit import budget, models, probes, protocol
+from bnexp.toolkit import models, probes, protocol
 
 
 def run(cfg, ctx) -> dict:
-    d = ctx.data()
+    d, model, fit = protocol.train_epochs(cfg, ctx)
     batch_size = int(cfg.train.batch_size)
-    steps = budget.epoch_steps(cfg.train.epochs, len(d.x_train), batch_size)
-    model = protocol.build_model(cfg, ctx, d)
-    fit = protocol.train(cfg, ctx, model, d, steps=steps)
     out = {**fit, **protocol.decompose(cfg, model, d),
-           "train_samples": len(d.x_train), "samples_seen": steps * batch_size}
+           "train_samples": len(d.x_train), "samples_seen": fit["steps"] * batch_size}
     if models.batch_norm_layers(model):
         out["acc_test_batchstats_trainbs"] = probes.accuracy(model, d.x_test, d.y_test, True, batch_size)
     return out

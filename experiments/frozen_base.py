@@ -3,7 +3,7 @@
 Pretraining. No pretrained weights can be downloaded here, so a base is pretrained on a source task:
 the configured model (small_cnn) on `transfer.source` (Fashion-MNIST) classes `transfer.source_classes`
 (0-4), `transfer.pretrain_steps` Adam steps, BN momentum `bn.momentum`. Its weights are cached on disk
-(bnexp.base_cache) by everything that shapes them, so a sweep pretrains each (semantics, seed) base once.
+(bnexp.toolkit.base_cache) by everything that shapes them, so a sweep pretrains each (semantics, seed) base once.
 With `transfer.base_stats=precise` (default) pretraining ends with a precise-BN pass (R1) over source
 batches, so the base's moving statistics are the source population's, as in a published base trained
 long enough for its averages to settle; `ema` keeps the lagging averages of the short pretraining
@@ -28,12 +28,12 @@ Measured, all on target data:
 - which statistics each BN layer normalizes with when the model is called as fit calls it
   (training=True) and as evaluate calls it (training=False): `fit_batchstats_frac`,
   `eval_batchstats_frac` (share of BN layers using batch statistics; decided by comparing the layer's
-  output with both formulas, exact to float precision);
+  output with both formulas, exact to float precision: probes.measure_modes);
 - whether each BN layer's moving statistics changed during fit (exact array comparison):
   `changed.<layer>`, `bn_stats_changed` (share of BN layers);
 - accuracy: at fit time (what the progress bar shows, `acc_train_fit`), with `evaluate()` on training
   and test data (`acc_train_eval`, `acc_test_eval`), and the batch-statistics / moving-statistics /
-  precise-BN (R1) decomposition of bnexp.protocol.decompose; `fit_eval_gap` = acc_train_fit -
+  precise-BN (R1) decomposition of bnexp.toolkit.protocol.decompose; `fit_eval_gap` = acc_train_fit -
   acc_train_eval is the "high train, low test" symptom with overfitting taken out;
 - distance between the base's moving statistics and the target data's population statistics,
   before (`stat_dist_before`) and after (`stat_dist_after`) fine-tuning: mean over BN layers of
@@ -48,7 +48,6 @@ With base.trainable=true there is nothing to unfreeze, so stage 2 is skipped (`s
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
@@ -57,7 +56,7 @@ from omegaconf import OmegaConf
 from bnexp.errors import DataUnavailable, UserError
 from bnexp.names import DATASETS, SHIFTS
 from bnexp.toolkit import data as data_mod
-from bnexp.toolkit import models, precise_bn, probes, protocol, training
+from bnexp.toolkit import models, precise_bn, probes, protocol
 from bnexp.toolkit.base_cache import BaseCache
 
 FLAG_STYLES = ("functional", "subclass", "layer")
@@ -94,17 +93,10 @@ def check(cfg) -> None:
 def load(cfg, ctx, role: str) -> data_mod.Prepared:
     """Source (unshifted) or target (shifted) view of `transfer.<role>`, with the `data` group's sizes."""
     t = cfg.transfer
-    name = t[role]
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    if name != data_cfg["name"]:  # another dataset: its own loader settings (raw_dir is Fashion-MNIST's)
-        data_cfg.update(name=name, raw_dir=None)
-    classes = list(t[f"{role}_classes"]) if t[f"{role}_classes"] is not None else None
-    shift = "none" if role == "source" else t.shift
     try:
-        return data_mod.from_config(OmegaConf.create(data_cfg), ctx.cache_dir, int(cfg.seed), classes=classes,
-                                    shift_kind=shift)
+        return ctx.data(name=t[role], classes=t[f"{role}_classes"], shift_kind="none" if role == "source" else t.shift)
     except DataUnavailable as e:
-        raise DataUnavailable(f"transfer.{role}={name}: {e}") from None
+        raise DataUnavailable(f"transfer.{role}={t[role]}: {e}") from None
 
 
 # ---------------------------------------------------------------- the pretrained base
@@ -129,19 +121,15 @@ def pretrain(cfg, ctx) -> tuple[list[np.ndarray], dict]:
     src = load(cfg, ctx, "source")
     ctx.fw.set_seed(int(cfg.seed))
     model = protocol.build_model(cfg, ctx, src, bn_training=None)
-    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.transfer.pretrain_lr))
-    steps = int(cfg.transfer.pretrain_steps)
-    batches = data_mod.train_batches(src.x_train, src.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + 500)
-    fit = training.fit(model, batches, steps)
+    fit = protocol.train(cfg, ctx, model, src, int(cfg.transfer.pretrain_steps), seed_offset=500,
+                         lr=float(cfg.transfer.pretrain_lr), history=[])  # cached: not this run's history
     meta = {"source_acc_fit": fit["acc_train_fit"], "pretrain_s": fit["fit_s"], "input_shape": list(src.input_shape),
             "source_acc_test_ema": probes.accuracy(model, src.x_test, src.y_test, False)}
     if cfg.transfer.base_stats == "precise" and models.batch_norm_layers(model):
         # A published base was trained long enough for its moving averages to settle on the source
         # population; a short pretraining leaves them lagging behind the weights (C01's effect), which
         # would mix into every target measurement. So the base gets the source population statistics.
-        precise_bn.recompute(model, data_mod.train_batches(
-            src.x_train, src.y_train, int(cfg.probe.precise_batch_size), int(cfg.probe.precise_batches),
-            int(cfg.seed) + 501))
+        precise_bn.apply(model, protocol.precise_stats(cfg, model, src, seed_offset=501))
     meta["source_acc_test"] = probes.accuracy(model, src.x_test, src.y_test, False)
     return model.get_weights(), meta
 
@@ -163,87 +151,11 @@ def transfer_model(cfg, ctx, base, input_shape: tuple, num_classes: int):
     keras = ctx.fw.keras
     flag, style = cfg.base.training, cfg.base.flag_style
     head = keras.layers.Dense(num_classes, name="head")
-    if style == "subclass":
-        return _subclassed(keras, base, head, flag, input_shape)
+    if style == "subclass":  # the flag hard-coded in call(), as users write it in subclassed models
+        return models.flag_fixed(keras, [base], [True], head, flag, input_shape, "transfer")
     inputs = keras.Input(shape=input_shape, name="image")
     features = base(inputs, training=flag) if style == "functional" and flag is not None else base(inputs)
     return keras.Model(inputs, head(features), name="transfer")
-
-
-def _subclassed(keras, base, head, flag, input_shape):
-    class Transfer(keras.Model):
-        """The base's training flag hard-coded in call(), as users write it in subclassed models."""
-
-        def __init__(self):
-            super().__init__(name="transfer")
-            self.base, self.head = base, head
-
-        def call(self, x, training=None):
-            return self.head(self.base(x, training=flag if flag is not None else training))
-
-    model = Transfer()
-    model(np.zeros((1, *input_shape), np.float32))
-    return model
-
-
-# ---------------------------------------------------------------- probes specific to this scenario
-
-
-@contextlib.contextmanager
-def _capturing(bn_layers, sink: dict):
-    """Wrap each BN layer's call to keep its input and output (the layer's behaviour is untouched)."""
-    for i, layer in enumerate(bn_layers):
-        original = layer.call
-
-        def wrapped(inputs, *args, _i=i, _orig=original, **kwargs):
-            out = _orig(inputs, *args, **kwargs)
-            sink[_i] = (np.asarray(inputs, np.float64), np.asarray(out, np.float64))
-            return out
-
-        layer.call = wrapped
-    try:
-        yield
-    finally:
-        for layer in bn_layers:
-            del layer.call  # back to the class's method
-
-
-def bn_modes(model, x: np.ndarray, training: bool) -> tuple[list[bool], float]:
-    """Per BN layer: does it normalize with batch statistics when the model is called with `training`?
-
-    Each layer's output is compared with gamma * (x - m) / sqrt(v + eps) + beta for the batch's own
-    moments and for the moving statistics; the closer one decides. Also returns the largest residual of
-    the winning formula relative to the output's scale (near float32 precision when the decision is
-    clean). Moving statistics are restored afterwards.
-    """
-    bns = models.batch_norm_layers(model)
-    moving = [(np.array(b.moving_mean, np.float64), np.array(b.moving_variance, np.float64)) for b in bns]
-    sink: dict = {}
-    with probes.moving_stats_kept(model), _capturing(bns, sink):
-        model(x, training=training)
-    uses_batch, residual = [], 0.0
-    for i, layer in enumerate(bns):
-        inp, out = sink[i]
-        gamma, beta = np.asarray(layer.gamma, np.float64), np.asarray(layer.beta, np.float64)
-        flat = inp.reshape(-1, inp.shape[-1])
-        eps = float(layer.epsilon)
-
-        def normalized(mean, var):
-            return gamma * (inp - mean) / np.sqrt(var + eps) + beta
-
-        err_batch = np.max(np.abs(out - normalized(flat.mean(0), flat.var(0))))
-        err_moving = np.max(np.abs(out - normalized(*moving[i])))
-        uses_batch.append(bool(err_batch < err_moving))
-        residual = max(residual, min(err_batch, err_moving) / (np.max(np.abs(out)) + 1e-12))
-    return uses_batch, float(residual)
-
-
-def stat_distance(model, stats, prefix: str) -> dict:
-    """Per-layer moving-vs-population errors and their mean over layers (`stat_dist_<prefix>`)."""
-    errs = probes.stat_errors(model, stats)
-    mean_errs = [v for k, v in errs.items() if k.endswith(".mean_err")]
-    return {f"stat_dist_{prefix}": float(np.mean(mean_errs)) if mean_errs else float("nan"),
-            **{f"{prefix}.{k}": v for k, v in errs.items()}}
 
 
 def evaluate_acc(cfg, model, x, y) -> float:
@@ -252,30 +164,15 @@ def evaluate_acc(cfg, model, x, y) -> float:
     return float(scores["accuracy"])
 
 
-def measure_modes(model, d: data_mod.Prepared, batch_size: int, prefix: str = "") -> dict:
-    """Share of BN layers using batch statistics as fit (training=True) and evaluate (False) call the model."""
-    x = d.x_train[:batch_size]
-    fit_modes, fit_res = bn_modes(model, x, True)
-    eval_modes, eval_res = bn_modes(model, x, False)
-    n = max(len(fit_modes), 1)
-    return {f"{prefix}fit_batchstats_frac": sum(fit_modes) / n, f"{prefix}eval_batchstats_frac": sum(eval_modes) / n,
-            f"{prefix}mode_residual": max(fit_res, eval_res)}
-
-
 def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_offset: int = 0) -> dict:
     """Fit, then everything the module docstring lists, with keys prefixed by `prefix`."""
-    bns = models.batch_norm_layers(model)
-    out = measure_modes(model, d, int(cfg.train.batch_size), prefix)
-    before = probes.moving_stats(model)
-    training.compile_model(ctx.fw, model, cfg.train.optimizer, lr)
-    batches = data_mod.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps,
-                                     int(cfg.seed) + seed_offset)
-    rows: list[dict] = []
-    out.update({f"{prefix}{k}": v for k, v in training.fit(model, batches, steps, history=rows).items()})
+    out = probes.measure_modes(model, d.x_train[:int(cfg.train.batch_size)], prefix)
+    before, rows = probes.moving_stats(model), []
+    fit = protocol.train(cfg, ctx, model, d, steps, seed_offset, lr, history=rows)
+    fit.pop("to_first_step_s")  # start-up cost is measured by the scenarios without a pretraining
+    out.update({f"{prefix}{k}": v for k, v in fit.items()})
     ctx.history.extend({"stage": 2 if prefix else 1, **row} for row in rows)
-    after = probes.moving_stats(model)
-    changed = {b.name: not all(np.array_equal(before[f"{b.name}.{s}"], after[f"{b.name}.{s}"])
-                               for s in ("moving_mean", "moving_variance")) for b in bns}
+    changed = probes.layers_changed(before, probes.moving_stats(model))
     out.update({f"{prefix}changed.{name}": float(c) for name, c in changed.items()})
     out[f"{prefix}bn_stats_changed"] = float(np.mean(list(changed.values()))) if changed else float("nan")
     n = len(d.x_test)
@@ -309,9 +206,8 @@ def run(cfg, ctx) -> dict:
     base.trainable = bool(cfg.base.trainable)
     model = transfer_model(cfg, ctx, base, target.input_shape, target.num_classes)
     if models.batch_norm_layers(model):
-        batches = data_mod.train_batches(target.x_train, target.y_train, int(cfg.probe.precise_batch_size),
-                                         int(t.dist_batches), int(cfg.seed) + 20_000)
-        out.update(stat_distance(model, precise_bn.population_stats(model, batches), "before"))
+        population = protocol.precise_stats(cfg, model, target, batches=int(t.dist_batches), seed_offset=20_000)
+        out.update(probes.stat_distance(model, population, "before"))
 
     out.update(fine_tune(cfg, ctx, model, target, int(cfg.train.batches), float(cfg.train.lr), seed_offset=1))
     out["batch_dependence"] = probes.batch_dependence(model, target.x_test, False)

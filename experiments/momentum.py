@@ -91,8 +91,7 @@ def replayed(cfg, model, d, moments, initial, value, population, acc_batchstats:
     m = batch_moments.resolve_momentum(value, int(cfg.train.batches))
     layers = batch_norm_layers(model)
     stats = batch_moments.as_stats(layers, batch_moments.replay(moments, initial, layers, m), steps)
-    with probes.moving_stats_kept(model):
-        precise_bn.apply(model, stats)
+    with precise_bn.swapped(model, stats):
         acc = probes.accuracy(model, d.x_test, d.y_test, False, int(cfg.probe.eval_batch_size))
         errors = probes.stat_errors(model, population)
     tag = f"m{value}"

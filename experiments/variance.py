@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from bnexp.toolkit import budget, data, precise_bn, precise_curve, probes, protocol
+from bnexp.toolkit import data, precise_bn, precise_curve, probes, protocol
 from bnexp.toolkit.models import batch_norm_layers
 from bnexp.errors import UserError
 
@@ -31,11 +31,8 @@ from bnexp.errors import UserError
 def run(cfg, ctx) -> dict:
     if cfg.norm not in ("bn", "brn"):
         raise UserError(f"scenario=variance needs BatchNormalization (norm=bn or brn), got norm={cfg.norm}")
-    d = ctx.data()
+    d, model, fit = protocol.train_epochs(cfg, ctx)
     batch_size = int(cfg.train.batch_size)
-    steps = budget.epoch_steps(cfg.train.epochs, len(d.x_train), batch_size)
-    model = protocol.build_model(cfg, ctx, d)
-    fit = protocol.train(cfg, ctx, model, d, steps=steps)
 
     curve = r1_curve(cfg, model, d)
     reference = curve[max(curve)]
@@ -72,11 +69,6 @@ def biased_vs_unbiased(cfg, model, d, at_b: precise_bn.Recompute) -> dict:
             "recompute_passes": at_b.forward_passes, "recompute_s": at_b.seconds}
 
 
-def _ratio(var: np.ndarray, ref: np.ndarray) -> float:
-    """Geometric mean over channels of var / ref (1: the same variance)."""
-    return float(np.exp(np.mean(np.log((np.asarray(var, np.float64) + 1e-12) / (ref + 1e-12)))))
-
-
 def variance_ratios(model, at_b: precise_bn.Recompute, reference: precise_bn.Recompute) -> dict:
     """Per BN layer: m at the training batch size, and moving / biased / unbiased variance over the
     reference population variance."""
@@ -84,9 +76,10 @@ def variance_ratios(model, at_b: precise_bn.Recompute, reference: precise_bn.Rec
     for layer, s, ref in zip(batch_norm_layers(model), at_b.layers, reference.layers):
         pop = ref.var(unbiased=True)
         out[f"stat.{s.name}.m"] = s.m
-        out[f"stat.{s.name}.var_ratio_moving"] = _ratio(layer.moving_variance, pop)
-        out[f"stat.{s.name}.var_ratio_biased"] = _ratio(s.var_biased, pop)
-        out[f"stat.{s.name}.var_ratio_unbiased"] = _ratio(s.var_unbiased, pop)
+        out[f"stat.{s.name}.var_ratio_moving"] = probes.variance_ratio(np.asarray(layer.moving_variance, np.float64),
+                                                                      pop)
+        out[f"stat.{s.name}.var_ratio_biased"] = probes.variance_ratio(s.var_biased, pop)
+        out[f"stat.{s.name}.var_ratio_unbiased"] = probes.variance_ratio(s.var_unbiased, pop)
     return out
 
 

@@ -18,6 +18,17 @@ TINY = ["data.train_size=512", "data.test_size=256", "train.batches=4", "train.b
 
 
 @pytest.fixture(scope="session")
+def fw():
+    """Keras 3 activated in this test process (one interpreter holds one flavour: the other flavours are
+    tested in subprocesses), seeded."""
+    from bnexp.toolkit.framework import activate
+
+    f = activate("keras3")
+    f.set_seed(0)
+    return f
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One data cache for the whole session (the first load decodes the IDX files once)."""
     return tmp_path_factory.mktemp("cache")

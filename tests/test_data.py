@@ -123,3 +123,7 @@ def test_train_batches_are_exact_in_count_and_deterministic():
     assert len(first) == 9 and all(len(b) == 16 for b in first)
     assert first == again and first != other
     assert sorted(sum(first[:6], [])) == sorted(set(sum(first[:6], [])))  # one epoch: no repeats
+    # the one batch order: the TF1 session loop and the R1 passes index the arrays with it
+    assert data.batch_order(100, 16, 9, seed=5).tolist() == first
+    with pytest.raises(UserError, match="batch size 128 exceeds the 100 training samples"):
+        data.batch_order(100, 128, 1, seed=5)

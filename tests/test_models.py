@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 
 from bnexp.toolkit import models
-from bnexp.toolkit.framework import activate
 
 SHAPES = {"small_cnn": (28, 28, 1), "mlp": (28, 28, 1), "resnet_tiny": (32, 32, 3)}
 NORM_CLASS = {"gn": "GroupNormalization", "ln": "LayerNormalization"}
-
-
-@pytest.fixture(scope="module")
-def fw():
-    f = activate("keras3")
-    f.set_seed(0)
-    return f
 
 
 def layer_types(model) -> list[str]:
@@ -70,3 +62,45 @@ def test_unknown_norm_is_a_user_error(fw):
 
     with pytest.raises(UserError, match="valid: bn, none, gn, ln, brn"):
         models.build(fw, "mlp", SHAPES["mlp"], 10, norm="wn")
+
+
+def test_subclassed_and_functional_models_find_their_bn_layers(fw):
+    for style in ("functional", "subclass"):
+        m = models.build(fw, "small_cnn", (28, 28, 1), 10, flag_style=style)
+        assert [layer.name for layer in models.batch_norm_layers(m)] == ["conv1_norm", "conv2_norm", "fc1_norm"]
+
+
+def test_intercepted_sees_every_bn_call_and_then_lets_go(fw):
+    model = models.build(fw, "small_cnn", SHAPES["small_cnn"], 10)
+    bns = models.batch_norm_layers(model)
+    seen = []
+
+    def hook(i, call, inputs, training, **kwargs):
+        seen.append((i, tuple(inputs.shape), training))
+        return call(inputs, training=training, **kwargs)
+
+    x = np.zeros((2, *SHAPES["small_cnn"]), np.float32)
+    with models.intercepted(bns, hook):
+        model(x, training=False)
+    assert [(i, t) for i, _, t in seen] == [(0, False), (1, False), (2, False)]
+    assert seen[0][1] == (2, 28, 28, 16)
+    model(x, training=False)
+    assert len(seen) == 3 and all("call" not in layer.__dict__ for layer in bns)
+
+
+def test_flag_fixed_model_undoes_its_build_call(fw):
+    """A hard-coded training=True: building calls the model once; a new BN layer keeps its 0/1 and a
+    pretrained part keeps its statistics, as if that call had not happened."""
+    keras = fw.keras
+    inp = keras.Input(SHAPES["mlp"])
+    base = keras.Model(inp, fw.BatchNormalization(name="bn")(keras.layers.Flatten()(inp)))
+    bn = base.get_layer("bn")
+    bn.moving_mean.assign(np.full(bn.moving_mean.shape, 3.0, np.float32))
+    model = models.flag_fixed(keras, [base, fw.BatchNormalization(name="new")], [True, True],
+                              keras.layers.Dense(2), True, SHAPES["mlp"], "m")
+    assert np.all(np.asarray(bn.moving_mean) == 3.0) and np.all(np.asarray(bn.moving_variance) == 1.0)
+    new = models.batch_norm_layers(model)[-1]
+    assert new.name == "new" and np.all(np.asarray(new.moving_mean) == 0.0)
+    before = np.array(bn.moving_mean)
+    model(np.ones((4, *SHAPES["mlp"]), np.float32) * 5, training=False)  # the fixed flag wins: an update
+    assert not np.array_equal(np.asarray(bn.moving_mean), before)

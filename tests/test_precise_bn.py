@@ -13,17 +13,9 @@ import pytest
 
 from bnexp.toolkit import precise_bn, precise_curve, probes
 from bnexp.runner import child_env
-from bnexp.toolkit.framework import activate
 from conftest import ROOT, bnexp_env
 
 BATCHES, BATCH = 5, 8
-
-
-@pytest.fixture(scope="module")
-def fw():
-    f = activate("keras3")
-    f.set_seed(0)
-    return f
 
 
 def dense_bn(fw, norm_kwargs=None):

@@ -1,18 +1,18 @@
 """Probes on tiny tensors (keras3, in this process): the accuracy decomposition never changes the model,
-batch dependence shows up exactly when BN uses batch statistics, and stat errors are measured right."""
+batch dependence shows up exactly when BN uses batch statistics, and stat errors are measured right.
+Then, in one subprocess per semantics, on a nested base: precise BN (R1) sees through a frozen base
+hard-coded to training=False, and bn_modes tells batch from moving statistics."""
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from bnexp.toolkit import models, precise_bn, probes
-from bnexp.toolkit.framework import activate
-
-
-@pytest.fixture(scope="module")
-def fw():
-    f = activate("keras3")
-    f.set_seed(0)
-    return f
+from bnexp.runner import child_env
+from bnexp.toolkit import precise_bn, probes
+from conftest import ROOT, bnexp_env
 
 
 @pytest.fixture
@@ -41,6 +41,8 @@ def test_training_mode_call_would_change_them(tiny):
     before = probes.moving_stats(model)
     model(x, training=True)
     assert probes.stats_changed(before, probes.moving_stats(model))
+    assert probes.layers_changed(before, probes.moving_stats(model)) == {"bn": True}
+    assert probes.layers_changed(before, before) == {"bn": False}
 
 
 def test_batch_dependence_only_with_batch_statistics(tiny):
@@ -72,7 +74,74 @@ def test_precise_accuracy_does_not_keep_the_swap(tiny):
     assert not probes.stats_changed(before, probes.moving_stats(model))
 
 
-def test_subclassed_and_functional_models_find_their_bn_layers(fw):
-    for style in ("functional", "subclass"):
-        m = models.build(fw, "small_cnn", (28, 28, 1), 10, flag_style=style)
-        assert [layer.name for layer in models.batch_norm_layers(m)] == ["conv1_norm", "conv2_norm", "fc1_norm"]
+# ---------------------------------------------------------------- a nested base, against NumPy, per semantics
+
+PROBE_SCRIPT = r"""
+import json, sys
+import numpy as np
+from bnexp.toolkit.framework import activate
+from bnexp.toolkit import precise_bn
+fw = activate(sys.argv[1]); fw.set_seed(0)
+from bnexp.toolkit.probes import bn_modes
+keras = fw.keras
+
+def nested(trainable, training, at_layer=None):
+    inp = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(3, 3, name="c")(inp)
+    normed = fw.BatchNormalization(name="bn")
+    normed = normed(h, training=at_layer) if at_layer is not None else normed(h)
+    base = keras.Model(inp, keras.layers.Flatten()(normed))
+    bn = base.get_layer("bn")
+    bn.moving_mean.assign(np.full(3, 5.0, np.float32))  # far from the data's statistics
+    bn.moving_variance.assign(np.full(3, 9.0, np.float32))
+    base.trainable = trainable
+    i2 = keras.Input((6, 6, 1))
+    f = base(i2, training=training) if training is not None else base(i2)
+    return keras.Model(i2, keras.layers.Dense(2)(f)), keras.Model(inp, h), bn
+
+rng = np.random.default_rng(0)
+xs = [(rng.normal(size=(8, 6, 6, 1)) * 2 + 1).astype("float32") for _ in range(3)]
+model, features, bn = nested(False, False)
+stats = precise_bn.population_stats(model, xs)
+flats = [np.asarray(features(x), np.float64).reshape(-1, 3) for x in xs]
+out = {"mean_err": float(np.max(np.abs(stats.layers[0].mean - np.mean([f.mean(0) for f in flats], 0)))),
+       "var_err": float(np.max(np.abs(stats.layers[0].var_biased - np.mean([f.var(0) for f in flats], 0)))),
+       "moving_kept": bool(np.all(np.asarray(bn.moving_mean) == 5.0) and np.all(np.asarray(bn.moving_variance) == 9.0))}
+for name, trainable, training, at_layer in (
+        ("frozen_none", False, None, None), ("frozen_false", False, False, None), ("open_false", True, False, None),
+        ("open_none", True, None, None), ("open_layer_false", True, None, False)):
+    m, _, _ = nested(trainable, training, at_layer)
+    fit_modes, res_fit = bn_modes(m, xs[0], True)
+    eval_modes, res_eval = bn_modes(m, xs[0], False)
+    out[name] = [fit_modes[0], eval_modes[0]]
+    out[name + "_residual"] = max(res_fit, res_eval)
+print("RESULT " + json.dumps(out))
+"""
+
+# (batch statistics in fit?, in evaluate?) for a nested base: frozen or open (trainable), called with
+# training None/False, or open with BatchNormalization()(x, training=False) inside it (open_layer_false).
+# Keras 3 lets the outer call's explicit training (fit: True) replace a training= fixed in a functional
+# graph, at the base call and at the layer alike; tf-keras keeps it; the V1 layer ignores `trainable`.
+EXPECTED_MODES = {
+    "keras3": {"frozen_none": [False, False], "frozen_false": [False, False], "open_false": [True, False],
+               "open_none": [True, False], "open_layer_false": [True, False]},
+    "tf_keras": {"frozen_none": [False, False], "frozen_false": [False, False], "open_false": [False, False],
+                 "open_none": [True, False], "open_layer_false": [False, False]},
+    "keras2_v1": {"frozen_none": [True, False], "frozen_false": [False, False], "open_false": [False, False],
+                  "open_none": [True, False], "open_layer_false": [False, False]},
+}
+
+
+@pytest.mark.parametrize("semantics", list(EXPECTED_MODES))
+def test_precise_bn_and_bn_modes_on_a_nested_base(semantics, cache_dir):
+    env = child_env(semantics, "cpu", bnexp_env(cache_dir))
+    proc = subprocess.run([sys.executable, "-c", PROBE_SCRIPT, semantics], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    # R1 on a frozen base hard-coded to training=False still sees each BN layer's real input ...
+    assert out["mean_err"] < 1e-5 and out["var_err"] < 1e-4
+    assert out["moving_kept"]  # ... and leaves the moving statistics as they were
+    for case, modes in EXPECTED_MODES[semantics].items():
+        assert out[case] == modes, (case, out[case])
+        assert out[case + "_residual"] < 1e-4

@@ -22,12 +22,13 @@ import fcntl
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from bnexp.atomic import atomic_open
 
 RECIPE_VERSION = 1  # bump when the way bases are built changes, so old entries stop matching
 
@@ -93,14 +94,6 @@ class BaseCache:
 
     @staticmethod
     def _write(path: Path, spec: dict, weights, meta: dict) -> None:
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         arrays = {f"w{i:04d}": np.asarray(w) for i, w in enumerate(weights)}
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, spec=np.array(json.dumps(spec, default=str)), meta=np.array(json.dumps(meta)),
-                         **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(path) as f:
+            np.savez(f, spec=np.array(json.dumps(spec, default=str)), meta=np.array(json.dumps(meta)), **arrays)

@@ -6,7 +6,7 @@ the momentum changes is only how the per-step batch moments are folded into the 
 
     moving <- moving * momentum + batch * (1 - momentum)      (Keras 3; tf-keras alike, see below)
 
-`Recorder` wraps each BN layer's `call` while it is active and writes the mean and the biased
+`Recorder` intercepts each BN layer's `call` while it is active and writes the mean and the biased
 variance (tf.nn.moments, what Keras 3 uses) of the layer's input into a per-layer buffer inside the
 training graph, one row per training-mode call. `replay` then recomputes the moving statistics a
 given momentum would have produced, in float32 like the layers do. The replay is checked against the
@@ -16,13 +16,12 @@ unbiased batch variance into its moving variance, a relative difference of 1/(m-
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 
-from bnexp.toolkit import precise_bn
-from bnexp.toolkit.models import batch_norm_layers
+from bnexp.toolkit import precise_bn, probes
+from bnexp.toolkit.models import batch_norm_layers, intercepted
 
 
 def resolve_momentum(value, batches: int) -> float:
@@ -45,31 +44,21 @@ class Recorder:
         self.var = [tf.Variable(tf.zeros((self.capacity, c)), trainable=False) for c in channels]
         self.count = [tf.Variable(0, dtype=tf.int32, trainable=False) for _ in channels]
 
-    @contextlib.contextmanager
     def active(self):
         """Inside the block every training-mode call of a BN layer records its batch moments."""
-        for i, layer in enumerate(self.layers):
-            layer.call = self._wrap(i, layer.call)
-        try:
-            yield self
-        finally:
-            for layer in self.layers:
-                del layer.call  # back to the class's method
+        return intercepted(self.layers, self._record)
 
-    def _wrap(self, i: int, original):
+    def _record(self, i: int, call, inputs, training, **kwargs):
         import tensorflow as tf
 
-        def wrapped(inputs, training=None, **kwargs):
-            if training is True or (isinstance(training, (int, np.integer)) and training == 1):
-                x = tf.cast(inputs, tf.float32)
-                mean, var = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))
-                row = tf.minimum(self.count[i], self.capacity - 1)
-                self.mean[i].scatter_nd_update([[row]], [mean])
-                self.var[i].scatter_nd_update([[row]], [var])
-                self.count[i].assign_add(1)
-            return original(inputs, training=training, **kwargs)
-
-        return wrapped
+        if training is True or (isinstance(training, (int, np.integer)) and training == 1):
+            x = tf.cast(inputs, tf.float32)
+            mean, var = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))
+            row = tf.minimum(self.count[i], self.capacity - 1)
+            self.mean[i].scatter_nd_update([[row]], [mean])
+            self.var[i].scatter_nd_update([[row]], [var])
+            self.count[i].assign_add(1)
+        return call(inputs, training=training, **kwargs)
 
     @property
     def steps(self) -> int:
@@ -110,6 +99,6 @@ def max_error(layers, stats: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float
     worst_mean = worst_var = 0.0
     for layer, (m, v) in zip(layers, stats):
         lm, lv = np.asarray(layer.moving_mean, np.float64), np.asarray(layer.moving_variance, np.float64)
-        worst_mean = max(worst_mean, float(np.max(np.abs(m - lm) / np.sqrt(lv + 1e-12))))
-        worst_var = max(worst_var, float(np.max(np.abs(v - lv) / (lv + 1e-12))))
+        worst_mean = max(worst_mean, float(np.max(probes.mean_error(m, lm, lv))))
+        worst_var = max(worst_var, float(np.max(probes.variance_error(v, lv))))
     return worst_mean, worst_var

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bnexp.atomic import atomic_open
 from bnexp.errors import DataUnavailable, UserError
 from bnexp.names import DATASETS, SCALINGS, SHIFTS
 
@@ -108,10 +109,8 @@ def _reachable(host: str, timeout_s: float) -> bool:
 
 def _save_npz(path: Path, arrays: Arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         np.savez(f, **arrays.__dict__)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- IDX files
@@ -218,27 +217,27 @@ def scale(x: np.ndarray, scaling: str, stats=None) -> np.ndarray:
 # ---------------------------------------------------------------- tf.data
 
 
+def batch_order(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """(steps, batch_size) sample indices: every epoch a fresh permutation by `seed`, cut into whole
+    batches (the remainder is left out). The one batch order of every training loop and R1 pass."""
+    rng = np.random.default_rng(seed)
+    per_epoch = n // batch_size
+    if per_epoch < 1:
+        raise UserError(f"batch size {batch_size} exceeds the {n} training samples (raise data.train_size "
+                        f"or lower the batch size)")
+    epochs = -(-steps // per_epoch)
+    order = np.concatenate([rng.permutation(n)[: per_epoch * batch_size] for _ in range(epochs)])
+    return order[: steps * batch_size].reshape(steps, batch_size)
+
+
 def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, seed: int):
-    """Exactly `steps` shuffled batches (reshuffled each epoch, deterministic by `seed`), prefetched."""
+    """Exactly `steps` batches in `batch_order`, as a prefetched tf.data pipeline of (images, labels)."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed)
-    per_epoch = len(x) // batch_size
-    if per_epoch < 1:
-        raise UserError(f"train.batch_size={batch_size} exceeds the {len(x)} training samples")
-    epochs = -(-steps // per_epoch)
-    order = np.concatenate([rng.permutation(len(x))[: per_epoch * batch_size] for _ in range(epochs)])
-    order = order[: steps * batch_size].reshape(steps, batch_size)
+    order = batch_order(len(x), batch_size, steps, seed)
     xs, ys = tf.constant(x), tf.constant(y)
     ds = tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
-    """The data in order, in batches (the last one may be smaller), cached after the first pass."""
-    import tensorflow as tf
-
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)
 
 
 @dataclass
@@ -256,15 +255,19 @@ class Prepared:
         return tuple(self.x_train.shape[1:])
 
 
-def from_config(data_cfg, cache_dir, seed: int = 0, classes=None, shift_kind: str | None = None) -> Prepared:
+def from_config(data_cfg, cache_dir, seed: int = 0, classes=None, shift_kind: str | None = None,
+                name: str | None = None) -> Prepared:
     """Load, select classes and sizes, shift and scale as the `data` config group says.
 
-    `classes` and `shift_kind` override `data.classes` and `data.shift` (transfer scenarios use both
-    a source and a target view of the same dataset). Standard-scaling statistics come from the
+    `classes` and `shift_kind` override `data.classes` and `data.shift`, and `name` the dataset (with
+    the same sizes and scaling; data.raw_dir belongs to the configured dataset, so not to another one):
+    transfer scenarios use a source and a target view. Standard-scaling statistics come from the
     selected training images, so a shifted domain is standardized with its own statistics only if
     the scenario asks for it by loading it as its own view.
     """
-    arrays = load(data_cfg.name, data_cfg.get("raw_dir"), data_cfg.get("tfds_data_dir"), cache_dir)
+    other = name is not None and name != data_cfg.name
+    arrays = load(name if other else data_cfg.name, None if other else data_cfg.get("raw_dir"),
+                  data_cfg.get("tfds_data_dir"), cache_dir)
     classes = data_cfg.get("classes") if classes is None else classes
     kind = data_cfg.get("shift", "none") if shift_kind is None else shift_kind
     x_tr, y_tr = select(arrays.x_train, arrays.y_train, classes, data_cfg.get("train_size"), seed)

@@ -1,5 +1,5 @@
 """Model builders. The norm layer, the BN arguments and the way BN's `training` flag is fixed are
-parameters, and every builder works with any Keras flavour (see bnexp.semantics.Flavour).
+parameters, and every builder works with any Keras flavour (see bnexp.toolkit.framework.Flavour).
 
 flag_style:
   functional  BN is called with `training=bn_training` while the functional model is built
@@ -9,6 +9,8 @@ flag_style:
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from bnexp.errors import UserError
 from bnexp.names import FLAG_STYLES, MODELS, NORMS
@@ -79,7 +81,8 @@ def build(fw, name: str, input_shape, num_classes: int, norm: str = "bn", moment
     layers = _sequential_layers(fw, name, norm, momentum, epsilon)
     head = keras.layers.Dense(num_classes, name="logits")
     if flag_style == "subclass":
-        return _subclassed(keras, layers, head, bn_training, input_shape, model_name or name)
+        return flag_fixed(keras, [layer for layer, _ in layers], [bn for _, bn in layers], head, bn_training,
+                          input_shape, model_name or name)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     for layer, bn in layers:
@@ -87,32 +90,35 @@ def build(fw, name: str, input_shape, num_classes: int, norm: str = "bn", moment
     return keras.Model(inputs, head(x), name=model_name or name)
 
 
-def _subclassed(keras, layers, head, bn_training, input_shape, name):
-    class FlagModel(keras.Model):
-        """BN's training flag is fixed inside call(), the way users hard-code it in subclassed models."""
-
-        def __init__(self):
-            super().__init__(name=name)
-            self.body = [layer for layer, _ in layers]
-            self.is_bn = [bn for _, bn in layers]
-            self.head = head
-
-        def call(self, x, training=None):
-            for layer, bn in zip(self.body, self.is_bn):
-                if bn:
-                    x = layer(x, training=bn_training if bn_training is not None else training)
-                else:
-                    x = layer(x)
-            return self.head(x)
-
+def flag_fixed(keras, parts, flagged, head, training, input_shape, name: str):
+    """A subclassed model that calls `parts` in turn, then `head`, and passes `training` (hard-coded in
+    its call(), the way users write it) to each part whose `flagged` entry is true; None: it forwards the
+    `training` it receives. Built by one call on zeros, whose updates of the moving statistics are undone."""
     import numpy as np
 
+    fixed = training
+
+    class FlagModel(keras.Model):
+        def __init__(self):
+            super().__init__(name=name)
+            self.body, self.is_flagged, self.head = list(parts), list(flagged), head
+
+        def call(self, x, training=None):
+            for part, takes_flag in zip(self.body, self.is_flagged):
+                x = part(x, training=fixed if fixed is not None else training) if takes_flag else part(x)
+            return self.head(x)
+
+    def bns(part):
+        return [part] if is_batch_norm(part) else batch_norm_layers(part)
+
+    kept = {id(b): (np.array(b.moving_mean), np.array(b.moving_variance)) for p in parts for b in bns(p) if b.built}
     model = FlagModel()
     model(np.zeros((1, *input_shape), np.float32))  # create the weights ...
-    for layer in model.body:  # ... and undo what a hard-coded training=True call did to the moving stats
-        if is_batch_norm(layer):
-            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
-            layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+    for b in batch_norm_layers(model):  # ... and undo what a hard-coded training=True call did to the statistics:
+        initial = (np.zeros(b.moving_mean.shape, np.float32), np.ones(b.moving_variance.shape, np.float32))
+        mean, var = kept.get(id(b), initial)  # a pretrained part gets its own back, a new layer its 0/1
+        b.moving_mean.assign(mean)
+        b.moving_variance.assign(var)
     return model
 
 
@@ -139,6 +145,25 @@ def _resnet_tiny(fw, input_shape, num_classes, norm, momentum, epsilon, bn_train
         x = L.Activation("relu")(L.Add()([x, y]))
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, L.Dense(num_classes, name="logits")(x), name=model_name or "resnet_tiny")
+
+
+@contextlib.contextmanager
+def intercepted(layers, hook):
+    """Inside the block, a call of `layers[i]` runs `hook(i, call, inputs, training, **kwargs)`, where `call`
+    is the layer's own call method: the one way bnexp looks inside BN layers (record their inputs, force
+    a mode, keep their outputs), whatever model they sit in (nested bases, subclassed models)."""
+    def wrapper(i, call):
+        def wrapped(inputs, training=None, **kwargs):
+            return hook(i, call, inputs, training, **kwargs)
+        return wrapped
+
+    for i, layer in enumerate(layers):
+        layer.call = wrapper(i, layer.call)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.call  # back to the class's method
 
 
 def batch_norm_layers(model) -> list:

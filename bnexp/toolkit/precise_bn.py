@@ -8,7 +8,8 @@ unbiased one) or the unbiased one, m/(m-1) times it, with m the number of values
 batch (claim C12).
 
 Works for any Keras flavour and any model structure (nested bases, subclassed models): each BN
-layer's `call` is wrapped for the duration of the pass, so its actual inputs are seen.
+layer's `call` is intercepted for the duration of the pass (models.intercepted), so its actual inputs
+are seen.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnexp.toolkit.models import batch_norm_layers
+from bnexp.toolkit.models import batch_norm_layers, intercepted
 
 
 @dataclass
@@ -51,25 +52,21 @@ class Recompute:
 
 @contextlib.contextmanager
 def _recording(bn_layers, sink):
-    """Wrap each BN layer's call: record batch moments of its input, force batch statistics."""
-    saved = []
-    for i, layer in enumerate(bn_layers):
-        original = layer.call
+    """Record each BN layer's batch moments of its input into sink[i] and force batch statistics."""
+    def record(i, call, inputs, training, **kwargs):
+        flat = np.asarray(inputs, np.float64).reshape(-1, inputs.shape[-1])
+        sink[i].append((flat.mean(0), flat.var(0), flat.shape[0]))
+        return call(inputs, training=True, **kwargs)
 
-        def wrapped(inputs, training=None, _i=i, _orig=original, **kwargs):
-            flat = np.asarray(inputs, np.float64).reshape(-1, inputs.shape[-1])
-            sink[_i].append((flat.mean(0), flat.var(0), flat.shape[0]))
-            return _orig(inputs, training=True, **kwargs)
-
-        saved.append((layer, layer.trainable))
+    trainable = [layer.trainable for layer in bn_layers]
+    for layer in bn_layers:
         layer.trainable = True  # a frozen BN layer would otherwise ignore training=True
-        layer.call = wrapped
     try:
-        yield
+        with intercepted(bn_layers, record):
+            yield
     finally:
-        for layer, trainable in saved:
-            del layer.call  # back to the class's method
-            layer.trainable = trainable
+        for layer, was in zip(bn_layers, trainable):
+            layer.trainable = was
 
 
 def _moving_vars(layer):
@@ -90,7 +87,7 @@ def statistics_kept(model):
             var.assign(value)
 
 
-def population_stats(model, batches, max_batches: int | None = None) -> Recompute:
+def population_stats(model, batches) -> Recompute:
     """Population statistics of every BN layer's input over `batches` (images only, or (x, y) pairs).
 
     The model's moving statistics are left exactly as they were.
@@ -100,9 +97,7 @@ def population_stats(model, batches, max_batches: int | None = None) -> Recomput
     out = Recompute()
     start = time.perf_counter()
     with statistics_kept(model), _recording(bns, sink):  # the pass's own updates are undone
-        for n, batch in enumerate(batches):
-            if max_batches is not None and n >= max_batches:
-                break
+        for batch in batches:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             model(x, training=True)
             out.forward_passes += 1
@@ -124,9 +119,9 @@ def apply(model, stats: Recompute, unbiased: bool = False) -> None:
         layer.moving_variance.assign(s.var(unbiased).astype(np.float32))
 
 
-def recompute(model, batches, unbiased: bool = False, max_batches: int | None = None) -> Recompute:
+def recompute(model, batches, unbiased: bool = False) -> Recompute:
     """Precise BN: replace every BN layer's moving statistics by population statistics."""
-    stats = population_stats(model, batches, max_batches)
+    stats = population_stats(model, batches)
     apply(model, stats, unbiased)
     return stats
 

@@ -4,7 +4,8 @@
 - accuracy with the stored moving statistics (inference mode),
 - accuracy with population statistics recomputed after training (precise BN, remedy R1),
 - per-layer error of the moving statistics against the population statistics,
-- prediction batch-dependence: a sample predicted alone vs inside a batch.
+- prediction batch-dependence: a sample predicted alone vs inside a batch,
+- which statistics (batch or moving) each BN layer normalizes with when the model is called in a mode.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import numpy as np
 
 from bnexp.toolkit import precise_bn
-from bnexp.toolkit.models import batch_norm_layers
+from bnexp.toolkit.models import batch_norm_layers, intercepted
 
 
 moving_stats_kept = precise_bn.statistics_kept  # restore BN statistics after a training-mode probe
@@ -50,6 +51,33 @@ def accuracy_precise(model, x, y, stats: precise_bn.Recompute, unbiased: bool = 
         return accuracy(model, x, y, False, batch_size)
 
 
+# ---------------------------------------------------------------- statistic errors (the one definition)
+
+EPS = 1e-12  # keeps empty channels (variance 0) finite
+
+
+def mean_error(mean, ref_mean, ref_var) -> np.ndarray:
+    """Per channel: |mean - ref_mean| in units of the reference standard deviation."""
+    return np.abs(mean - ref_mean) / np.sqrt(ref_var + EPS)
+
+
+def variance_error(var, ref_var) -> np.ndarray:
+    """Per channel: |var - ref_var| relative to ref_var."""
+    return np.abs(var - ref_var) / (ref_var + EPS)
+
+
+def variance_ratio(var, ref_var) -> float:
+    """Geometric mean over channels of var / ref_var (1: the same variance)."""
+    return float(np.exp(np.mean(np.log((var + EPS) / (ref_var + EPS)))))
+
+
+def layer_errors(name: str, mean, var, pop_mean, pop_var) -> dict[str, float]:
+    """`<name>.mean_err` (mean over channels of mean_error) and `<name>.var_ratio` of statistics against
+    population statistics. Arrays are used in the dtype given (float32 moving statistics stay float32)."""
+    return {f"{name}.mean_err": float(np.mean(mean_error(mean, pop_mean, pop_var))),
+            f"{name}.var_ratio": variance_ratio(var, pop_var)}
+
+
 def stat_errors(model, stats: precise_bn.Recompute, unbiased: bool = False) -> dict[str, float]:
     """Per BN layer: how far the moving statistics are from the population statistics.
 
@@ -58,11 +86,69 @@ def stat_errors(model, stats: precise_bn.Recompute, unbiased: bool = False) -> d
     """
     out = {}
     for layer, s in zip(batch_norm_layers(model), stats.layers):
-        pop_var = s.var(unbiased)
         mm, mv = np.asarray(layer.moving_mean, np.float64), np.asarray(layer.moving_variance, np.float64)
-        out[f"{s.name}.mean_err"] = float(np.mean(np.abs(mm - s.mean) / np.sqrt(pop_var + 1e-12)))
-        out[f"{s.name}.var_ratio"] = float(np.exp(np.mean(np.log((mv + 1e-12) / (pop_var + 1e-12)))))
+        out.update(layer_errors(s.name, mm, mv, s.mean, s.var(unbiased)))
     return out
+
+
+def stat_distance(model, stats: precise_bn.Recompute, prefix: str) -> dict:
+    """Per-layer stat_errors under `prefix.` and their mean_err averaged over layers (`stat_dist_<prefix>`)."""
+    errs = stat_errors(model, stats)
+    mean_errs = [v for k, v in errs.items() if k.endswith(".mean_err")]
+    return {f"stat_dist_{prefix}": float(np.mean(mean_errs)) if mean_errs else float("nan"),
+            **{f"{prefix}.{k}": v for k, v in errs.items()}}
+
+
+# ---------------------------------------------------------------- which statistics BN normalizes with
+
+
+def bn_modes(model, x: np.ndarray, training: bool) -> tuple[list[bool], float]:
+    """Per BN layer: does it normalize with batch statistics when the model is called with `training`?
+
+    Each layer's output is compared with gamma * (x - m) / sqrt(v + eps) + beta for the batch's own
+    moments and for the moving statistics; the closer one decides. Also returns the largest residual of
+    the winning formula relative to the output's scale (near float32 precision when the decision is
+    clean). Moving statistics are restored afterwards.
+    """
+    bns = batch_norm_layers(model)
+    moving = [(np.array(b.moving_mean, np.float64), np.array(b.moving_variance, np.float64)) for b in bns]
+    seen: dict = {}
+
+    def keep(i, call, inputs, training, **kwargs):
+        out = call(inputs, training=training, **kwargs)
+        seen[i] = (np.asarray(inputs, np.float64), np.asarray(out, np.float64))
+        return out
+
+    with moving_stats_kept(model), intercepted(bns, keep):
+        model(x, training=training)
+    uses_batch, residual = [], 0.0
+    for i, layer in enumerate(bns):
+        inp, out = seen[i]
+        gamma, beta = np.asarray(layer.gamma, np.float64), np.asarray(layer.beta, np.float64)
+        flat = inp.reshape(-1, inp.shape[-1])
+        eps = float(layer.epsilon)
+
+        def normalized(mean, var):
+            return gamma * (inp - mean) / np.sqrt(var + eps) + beta
+
+        err_batch = np.max(np.abs(out - normalized(flat.mean(0), flat.var(0))))
+        err_moving = np.max(np.abs(out - normalized(*moving[i])))
+        uses_batch.append(bool(err_batch < err_moving))
+        residual = max(residual, min(err_batch, err_moving) / (np.max(np.abs(out)) + 1e-12))
+    return uses_batch, float(residual)
+
+
+def measure_modes(model, x: np.ndarray, prefix: str = "") -> dict:
+    """Share of BN layers using batch statistics as fit (training=True) and evaluate (False) call the
+    model on `x`, and the larger residual of the two decisions (see bn_modes)."""
+    fit_modes, fit_res = bn_modes(model, x, True)
+    eval_modes, eval_res = bn_modes(model, x, False)
+    n = max(len(fit_modes), 1)
+    return {f"{prefix}fit_batchstats_frac": sum(fit_modes) / n, f"{prefix}eval_batchstats_frac": sum(eval_modes) / n,
+            f"{prefix}mode_residual": max(fit_res, eval_res)}
+
+
+# ---------------------------------------------------------------- prediction and moving statistics
 
 
 def batch_dependence(model, x: np.ndarray, training: bool | None, batch_size: int = 64) -> float:
@@ -85,3 +171,10 @@ def moving_stats(model) -> dict[str, np.ndarray]:
 def stats_changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> bool:
     """Exact comparison: did any moving statistic change at all?"""
     return any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def layers_changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, bool]:
+    """Per BN layer (moving_stats keys `<layer>.<statistic>`): did its moving statistics change at all?"""
+    layers = dict.fromkeys(k.rsplit(".", 1)[0] for k in before)
+    return {name: stats_changed({k: v for k, v in before.items() if k.rsplit(".", 1)[0] == name}, after)
+            for name in layers}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from bnexp import PROCESS_START
-from bnexp.toolkit import data, models, precise_bn, probes, training
+from bnexp.toolkit import budget, data, models, precise_bn, probes, training
 
 
 def build_model(cfg, ctx, d: data.Prepared, **overrides):
@@ -18,21 +18,49 @@ def build_model(cfg, ctx, d: data.Prepared, **overrides):
     return models.build(ctx.fw, **args)
 
 
-def train(cfg, ctx, model, d: data.Prepared, steps: int | None = None, seed_offset: int = 0) -> dict:
-    """Compile and fit for `steps` (default train.batches) optimizer steps; metrics of the fit."""
+def train(cfg, ctx, model, d: data.Prepared, steps: int | None = None, seed_offset: int = 0,
+          lr: float | None = None, history: list | None = None) -> dict:
+    """Compile and fit for `steps` (default train.batches) optimizer steps at `lr` (default train.lr);
+    metrics of the fit, logged into `history` (default the run's, ctx.history)."""
     steps = int(cfg.train.batches if steps is None else steps)
-    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr))
+    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr if lr is None else lr))
     ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
     started = time.perf_counter() - PROCESS_START
-    return {**training.fit(model, ds, steps, history=ctx.history, verbose=int(cfg.get("verbose", 0))),
+    history = ctx.history if history is None else history
+    return {**training.fit(model, ds, steps, history=history, verbose=int(cfg.get("verbose", 0))),
             "to_first_step_s": started}
 
 
-def precise_stats(cfg, model, d: data.Prepared) -> precise_bn.Recompute:
-    """R1 population statistics from `probe.precise_batches` fresh training batches."""
-    n, bs = int(cfg.probe.precise_batches), int(cfg.probe.precise_batch_size)
-    batches = data.train_batches(d.x_train, d.y_train, bs, n, int(cfg.seed) + 10_000)
-    return precise_bn.population_stats(model, batches)
+def precise_stats(cfg, model, d: data.Prepared, batches: int | None = None,
+                  seed_offset: int = 10_000) -> precise_bn.Recompute:
+    """R1 population statistics from `batches` (default probe.precise_batches) fresh training batches of
+    probe.precise_batch_size."""
+    n = int(cfg.probe.precise_batches if batches is None else batches)
+    stream = data.train_batches(d.x_train, d.y_train, int(cfg.probe.precise_batch_size), n,
+                                int(cfg.seed) + seed_offset)
+    return precise_bn.population_stats(model, stream)
+
+
+def eval_sets(d: data.Prepared):
+    """(split, images, labels) the decomposition measures on: as many training images as test images
+    (accuracy on data the model was fitted to), and the test images."""
+    n = len(d.x_test)
+    return (("train", d.x_train[:n], d.y_train[:n]), ("test", d.x_test, d.y_test))
+
+
+def decomposition(d: data.Prepared, accuracy, precise: bool) -> dict:
+    """acc_<split>_<stats> on eval_sets(d) for stats batchstats and moving (and precise if `precise`), and
+    gap_test. `accuracy(x, y, stats)` measures with the named statistics: the one accuracy loop of the
+    Keras (decompose) and the TF1 graph (tf1_graph.decompose) scenarios."""
+    out = {}
+    for split, x, y in eval_sets(d):
+        out[f"acc_{split}_batchstats"] = accuracy(x, y, "batchstats")
+        out[f"acc_{split}_moving"] = accuracy(x, y, "moving")
+    out["gap_test"] = out["acc_test_batchstats"] - out["acc_test_moving"]
+    if precise:
+        for split, x, y in eval_sets(d):
+            out[f"acc_{split}_precise"] = accuracy(x, y, "precise")
+    return out
 
 
 def decompose(cfg, model, d: data.Prepared, precise: bool = True, prefix: str = "",
@@ -41,18 +69,27 @@ def decompose(cfg, model, d: data.Prepared, precise: bool = True, prefix: str = 
     BN layers and `precise`, recomputed population statistics (R1) plus its cost and stat errors.
     `stats`: R1 statistics already computed with `precise_stats` (reused instead of recomputed)."""
     bs = int(cfg.probe.eval_batch_size)
-    out = {}
-    for split, x, y in (("train", d.x_train[: len(d.x_test)], d.y_train[: len(d.y_test)]),
-                        ("test", d.x_test, d.y_test)):
-        out[f"acc_{split}_batchstats"] = probes.accuracy(model, x, y, True, bs)
-        out[f"acc_{split}_moving"] = probes.accuracy(model, x, y, False, bs)
-    out["gap_test"] = out["acc_test_batchstats"] - out["acc_test_moving"]
-    if precise and models.batch_norm_layers(model):
-        stats = stats if stats is not None else precise_stats(cfg, model, d)
-        out["acc_train_precise"] = probes.accuracy_precise(model, d.x_train[: len(d.x_test)],
-                                                           d.y_train[: len(d.y_test)], stats, batch_size=bs)
-        out["acc_test_precise"] = probes.accuracy_precise(model, d.x_test, d.y_test, stats, batch_size=bs)
+    precise = precise and bool(models.batch_norm_layers(model))
+
+    def accuracy(x, y, which):
+        if which == "precise":
+            return probes.accuracy_precise(model, x, y, stats, batch_size=bs)
+        return probes.accuracy(model, x, y, which == "batchstats", bs)
+
+    if precise and stats is None:
+        stats = precise_stats(cfg, model, d)
+    out = decomposition(d, accuracy, precise)
+    if precise:
         out["precise_forward_passes"] = stats.forward_passes
         out["precise_s"] = stats.seconds
         out.update({f"stat.{k}": v for k, v in probes.stat_errors(model, stats).items()})
     return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+def train_epochs(cfg, ctx) -> tuple[data.Prepared, object, dict]:
+    """The epoch-budget runs (batch_size, variance): the run's data, the configured model trained for
+    train.epochs epochs at train.batch_size (budget.epoch_steps), and the fit's metrics."""
+    d = ctx.data()
+    steps = budget.epoch_steps(cfg.train.epochs, len(d.x_train), int(cfg.train.batch_size))
+    model = build_model(cfg, ctx, d)
+    return d, model, train(cfg, ctx, model, d, steps=steps)

@@ -18,6 +18,7 @@ assign them to the moving variables.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bnexp.errors import Diverged, UserError
+from bnexp.toolkit import data, probes, protocol, training
 
 IMPLS = {
     "tf_layers": "tf.compat.v1.layers.batch_normalization, updates in the UPDATE_OPS collection",
@@ -169,12 +171,7 @@ def add_train_op(fw, gm: GraphModel, optimizer: str, lr: float, attach: bool):
     tf = fw.tf
     with gm.graph.as_default():
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=gm.y, logits=gm.logits))
-        if optimizer == "adam":
-            opt = tf.compat.v1.train.AdamOptimizer(lr)
-        elif optimizer == "sgd":
-            opt = tf.compat.v1.train.MomentumOptimizer(lr, 0.9)
-        else:
-            raise UserError(f"unknown train.optimizer {optimizer!r}; valid: adam, sgd")
+        opt = training.optimizer(fw, optimizer, lr, graph=True)
         with tf.control_dependencies(gm.update_ops if attach else []):
             train_op = opt.minimize(loss)
     return train_op, loss
@@ -192,21 +189,10 @@ def session(fw, gm: GraphModel):
 # ---------------------------------------------------------------- training and probes
 
 
-def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
-    """(steps, batch_size) sample indices, reshuffled each epoch: the order of bnexp.data.train_batches."""
-    rng = np.random.default_rng(seed)
-    per_epoch = n // batch_size
-    if per_epoch < 1:
-        raise UserError(f"batch size {batch_size} exceeds the {n} training samples")
-    epochs = -(-steps // per_epoch)
-    order = np.concatenate([rng.permutation(n)[: per_epoch * batch_size] for _ in range(epochs)])
-    return order[: steps * batch_size].reshape(steps, batch_size)
-
-
 def train(sess, gm: GraphModel, train_op, loss, d, batch_size: int, steps: int, seed: int,
           history: list | None = None, log_points: int = 10) -> dict:
     """`steps` session steps on feed_dict batches with is_training=True; fit metrics like bnexp.training."""
-    order = batch_indices(len(d.x_train), batch_size, steps, seed)
+    order = data.batch_order(len(d.x_train), batch_size, steps, seed)
     every = max(1, steps // log_points)
     losses, start = [], time.perf_counter()
     for step, idx in enumerate(order, 1):
@@ -262,7 +248,7 @@ class GraphStats:
 
 def population_stats(sess, gm: GraphModel, x: np.ndarray, batch_size: int, batches: int, seed: int) -> GraphStats:
     """Average per-batch moments of every BN input over `batches` training batches (batch statistics on)."""
-    order = batch_indices(len(x), batch_size, batches, seed)
+    order = data.batch_order(len(x), batch_size, batches, seed)
     moments = _batch_moments(gm)
     sums = [[0.0, 0.0] for _ in gm.bn]
     start = time.perf_counter()
@@ -293,28 +279,37 @@ def assign_stats(sess, gm: GraphModel, means, variances) -> None:
         layer.moving_variance.load(np.asarray(v, np.float32), sess)
 
 
+@contextlib.contextmanager
+def swapped(sess, gm: GraphModel, means, variances):
+    """Inside the block the moving-statistic variables hold `means` and `variances`; then their values again."""
+    saved = moving_values(sess, gm)
+    assign_stats(sess, gm, means, variances)
+    try:
+        yield
+    finally:
+        assign_stats(sess, gm, [saved[f"{b.name}.moving_mean"] for b in gm.bn],
+                     [saved[f"{b.name}.moving_variance"] for b in gm.bn])
+
+
 def decompose(cfg, sess, gm: GraphModel, d) -> dict:
-    """Accuracy on train/test data with batch statistics, moving statistics and precise-BN statistics
-    (R1, restored afterwards), the precise-BN cost and per-layer stat errors; names as bnexp.protocol."""
+    """bnexp.toolkit.protocol.decompose for a graph: accuracy with batch, moving and precise-BN statistics
+    (R1, assigned for the measurement and restored), the precise-BN cost and per-layer stat errors."""
     bs = int(cfg.probe.eval_batch_size)
-    out = {}
-    splits = (("train", d.x_train[: len(d.x_test)], d.y_train[: len(d.y_test)]), ("test", d.x_test, d.y_test))
-    for split, x, y in splits:
-        out[f"acc_{split}_batchstats"] = accuracy(sess, gm, x, y, True, bs)
-        out[f"acc_{split}_moving"] = accuracy(sess, gm, x, y, False, bs)
-    out["gap_test"] = out["acc_test_batchstats"] - out["acc_test_moving"]
     stats = population_stats(sess, gm, d.x_train, int(cfg.probe.precise_batch_size),
                              int(cfg.probe.precise_batches), int(cfg.seed) + 10_000)
-    saved = moving_values(sess, gm)
+
+    def measured(x, y, which):
+        if which == "precise":
+            with swapped(sess, gm, stats.mean, stats.var):
+                return accuracy(sess, gm, x, y, False, bs)
+        return accuracy(sess, gm, x, y, which == "batchstats", bs)
+
+    out = protocol.decomposition(d, measured, precise=True)
+    moving = moving_values(sess, gm)
     for layer, mean, var in zip(gm.bn, stats.mean, stats.var):
-        mm, mv = saved[f"{layer.name}.moving_mean"], saved[f"{layer.name}.moving_variance"]
-        out[f"stat.{layer.name}.mean_err"] = float(np.mean(np.abs(mm - mean) / np.sqrt(var + 1e-12)))
-        out[f"stat.{layer.name}.var_ratio"] = float(np.exp(np.mean(np.log((mv + 1e-12) / (var + 1e-12)))))
-    assign_stats(sess, gm, stats.mean, stats.var)
-    for split, x, y in splits:
-        out[f"acc_{split}_precise"] = accuracy(sess, gm, x, y, False, bs)
-    assign_stats(sess, gm, [saved[f"{b.name}.moving_mean"] for b in gm.bn],
-                 [saved[f"{b.name}.moving_variance"] for b in gm.bn])
+        out.update({f"stat.{k}": v for k, v in probes.layer_errors(
+            layer.name, moving[f"{layer.name}.moving_mean"], moving[f"{layer.name}.moving_variance"], mean,
+            var).items()})
     out["precise_forward_passes"] = stats.forward_passes
     out["precise_s"] = stats.seconds
     return out

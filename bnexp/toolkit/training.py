@@ -8,15 +8,20 @@ import time
 from bnexp.errors import Diverged, UserError
 from bnexp.names import OPTIMIZERS
 
+SGD_MOMENTUM = 0.9
 
 
-def optimizer(fw, name: str, lr: float):
-    """adam, or sgd with Nesterov-free momentum 0.9."""
+def optimizer(fw, name: str, lr: float, graph: bool = False):
+    """The optimizer table: adam, or sgd with (Nesterov-free) momentum 0.9; Keras' optimizers, or with
+    `graph=True` their tf.compat.v1.train twins for TF1 graph code (bnexp.toolkit.tf1_graph)."""
+    if name not in OPTIMIZERS:
+        raise UserError(f"unknown train.optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    if graph:
+        v1 = fw.tf.compat.v1.train
+        return v1.AdamOptimizer(lr) if name == "adam" else v1.MomentumOptimizer(lr, SGD_MOMENTUM)
     if name == "adam":
         return fw.keras.optimizers.Adam(learning_rate=lr)
-    if name == "sgd":
-        return fw.keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-    raise UserError(f"unknown train.optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    return fw.keras.optimizers.SGD(learning_rate=lr, momentum=SGD_MOMENTUM)
 
 
 def compile_model(fw, model, opt_name: str, lr: float) -> None:
