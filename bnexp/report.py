@@ -105,6 +105,10 @@ def _md_table(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
     return show[keep].to_markdown(index=False, floatfmt=f".{digits}f")
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -213,7 +217,7 @@ def _smoke_reasons(name: str, df: pd.DataFrame, missing: list) -> list[str]:
     ok = df[df["status"] == "ok"] if "status" in df and not df.empty else df
     seeds = ok["seed"].nunique() if "seed" in ok else 0
     if seeds < MIN_SEEDS:
-        reasons.append(f"{seeds} seed(s); a verdict needs at least {MIN_SEEDS}")
+        reasons.append(f"{_n(seeds, 'seed')} (a verdict needs at least {MIN_SEEDS})")
     if missing:
         reasons.append(f"{len(missing)} planned run(s) have no record (the sweep did not finish)")
     return reasons
@@ -298,16 +302,16 @@ def _versions(df: pd.DataFrame) -> str:
     for sem, g in df.groupby(labels(df["semantics"]), sort=True):
         combos = g.assign(tf=labels(g.get("tensorflow", pd.Series(None, index=g.index))),
                           k=labels(g.get("keras", pd.Series(None, index=g.index)))).groupby(["tf", "k"]).size()
-        parts.append(f"`{sem}`: " + ", ".join(f"TensorFlow {tf}, Keras {k} ({n} runs)" for (tf, k), n in combos.items()))
+        parts.append(f"`{sem}`: " + ", ".join(f"TensorFlow {tf}, Keras {k} ({_n(n, 'run')})" for (tf, k), n in combos.items()))
     return "; ".join(parts)
 
 
 def _rule_lines(r: RuleResult) -> list[str]:
-    says = f" {r.says}." if r.says else ""
-    head = f"- **{r.label} {r.verdict}**{': ' + r.detail if r.detail else ''}.{says} Rule: {r.rule}."
+    says = f" {r.says[:1].upper()}{r.says[1:]}." if r.says else ""
+    head = f"- **{r.label}: {r.verdict}**{' (' + r.detail + ')' if r.detail else ''}.{says} Rule: {r.rule}."
     single = len(r.groups) == 1 and not r.groups[0].label
     if single:
-        head += f" Measured {r.groups[0].number()} over {r.groups[0].n_seeds} seeds."
+        head += f" Measured {r.groups[0].number()} over {_n(r.groups[0].n_seeds, 'seed')}."
     lines = [head]
     if r.excluded:
         lines.append(f"  - {r.excluded} selected run(s) failed the precondition and are not evidence.")
@@ -315,7 +319,7 @@ def _rule_lines(r: RuleResult) -> list[str]:
         return lines
     for g in r.groups:
         pred = f", predicted {g.expect}" if g.expect != "holds" else ""
-        lines.append(f"  - {g.label}: {g.verdict}{pred} ({g.outcome}), {g.number()}, {g.n_seeds} seeds")
+        lines.append(f"  - {g.label}: {g.verdict}{pred} ({g.outcome}), {g.number()}, {_n(g.n_seeds, 'seed')}")
     return lines
 
 
@@ -357,8 +361,8 @@ def _environment(root: Path, name: str, df: pd.DataFrame) -> str:
                 lines.append(f"- {col} (runs): {', '.join(f'{k} ({n})' for k, n in counts.items())}")
     lines.append("- determinism: every run seeds Python, NumPy and TensorFlow and turns on TensorFlow's op determinism "
                  "(tf1 graphs: the graph seed), so a run is repeatable given its seed on the same device and versions; "
-                 "`tests/test_cli.py::test_same_seed_gives_identical_metrics` checks a CPU run. Seeds are therefore "
-                 "the only source of the spread the intervals show.")
+                 "`tests/test_cli.py::test_same_seed_gives_identical_metrics` checks a CPU run. The intervals are "
+                 "over seeds.")
     lines.append(f"- machine that built the report: {platform.machine()}, {os.cpu_count()} cores, "
                  f"Python {platform.python_version()}")
     ids = set(zip(df["scenario"], df["run_id"])) if not df.empty else set()

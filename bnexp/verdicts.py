@@ -137,6 +137,8 @@ class Group:
     def number(self, digits: int = 3) -> str:
         if not np.isfinite(self.mean):
             return "n/a"
+        if not np.isfinite(self.lo):
+            return f"{self.mean:.{digits}f} [no CI from {self.n_seeds} seed]"
         return f"{self.mean:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
 
 
@@ -183,7 +185,7 @@ def describe(rule: dict) -> str:
     text = f"mean over seeds of {metric} {rule['compare']} {rule['threshold']}, 95% CI excluding it"
     if rule.get("margin"):
         text += f" (inside {rule['threshold']} ± {rule['margin']}: not reproduced)"
-    where = "; ".join(f"{k}={'|'.join(value_label(v) for v in _as_list(vals))}"
+    where = "; ".join(f"{k}={'|'.join(value_label(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals]))}"
                       for k, vals in (rule.get("where") or {}).items())
     if where:
         text += f"; where {where}"
@@ -271,10 +273,11 @@ def judge(values: pd.Series, rule: dict, expect: str = "holds", label: str = "")
     mean, lo, hi = mean_ci(values)
     group = Group(label, "inconclusive", expect, mean, lo, hi, len(values))
     t, margin = float(rule["threshold"]), float(rule.get("margin") or 0)
-    if np.isfinite(lo) and np.isfinite(hi):  # how far the CI clears the threshold the predicted way
-        toward_claim = lo - t if rule["compare"] == ">" else t - hi
-        against = t - hi if rule["compare"] == ">" else lo - t
-        group.support = toward_claim if expect != "fails" else max(against, margin - max(abs(lo - t), abs(hi - t)))
+    if np.isfinite(lo) and np.isfinite(hi):  # how far the CI clears what the predicted outcome needs
+        beyond = lo - t if rule["compare"] == ">" else t - hi     # > 0: CI entirely on the claim's side
+        short = t - hi if rule["compare"] == ">" else lo - t      # > 0: CI entirely on the other side
+        inside = margin - max(abs(lo - t), abs(hi - t)) if margin else -math.inf  # > 0: CI inside the band
+        group.support = max(short, inside) if expect == "fails" else min(beyond, -inside)
     if len(values) < int(rule.get("min_seeds", MIN_SEEDS)) or not np.isfinite(mean):
         return group
     if margin and t - margin <= lo and hi <= t + margin:
@@ -385,8 +388,8 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
         kinds = [_kind(r.verdict) for r in rules]
         first = next(k for k in order if k in kinds)
         out.deciding = rules[kinds.index(first)]
-        n = "the one rule" if len(rules) == 1 else f"{len(rules)} rules"
-        out.combine = f"all of {n} must hold" if how == "all" else f"any of {n} suffices"
+        out.combine = ("one rule" if len(rules) == 1 else
+                       f"all of {len(rules)} rules must hold" if how == "all" else f"any of {len(rules)} rules suffices")
     out.verdict, out.detail = out.deciding.verdict, out.deciding.detail
     if len(rules) > 1 and out.deciding.detail:
         out.detail = f"{out.deciding.label}: {out.deciding.detail}"

@@ -67,7 +67,7 @@ def test_a_smoke_run_says_so_and_lists_only_its_sweeps(tmp_path):
                                                                "runs": 1, "seconds": 5.0}))
     text = report.build(tmp_path, sweep="quick").read_text()
     top = text.split("## Verdicts")[0]
-    assert "Smoke run: these verdicts mean nothing" in top and "1 seed(s)" in top and "sweep `quick`" in top
+    assert "Smoke run: these verdicts mean nothing" in top and "1 seed (a verdict needs at least 3)" in top and "sweep `quick`" in top
     env = text.split("## Environment")[1]
     assert "sweep `quick`" in env and "sweep `other`" not in env
 
