@@ -317,9 +317,10 @@ def _rule_lines(r: RuleResult) -> list[str]:
         lines.append(f"  - {r.excluded} selected run(s) failed the precondition and are not evidence.")
     if single:
         return lines
+    went = {"holds": "as predicted", "fails": "against the prediction"}
     for g in r.groups:
-        pred = f", predicted {g.expect}" if g.expect != "holds" else ""
-        lines.append(f"  - {g.label}: {g.verdict}{pred} ({g.outcome}), {g.number()}, {_n(g.n_seeds, 'seed')}")
+        pred = f" (predicted: {g.expect or 'nothing'}, so {went.get(g.outcome, g.outcome)})" if r.split else ""
+        lines.append(f"  - {g.label}: {g.verdict}{pred}, {g.number()}, {_n(g.n_seeds, 'seed')}")
     return lines
 
 

@@ -154,6 +154,7 @@ class RuleResult:
     detail: str = ""           # for a mix: which groups hold, fail, are unsettled
     groups: list[Group] = field(default_factory=list)
     excluded: int = 0          # selected rows that failed the precondition
+    split: bool = False        # the rule predicts an outcome per group (`expect`)
 
     @property
     def key(self) -> Group | None:
@@ -325,6 +326,7 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
     met = _met(rows, rule.get("precondition"))
     out.excluded = int((~met).sum())
     expect = {value_label(k): v for k, v in (rule.get("expect") or {}).items()}
+    out.split = bool(expect)
     group_of = pd.Series([" & ".join(f"{b}={value_label(v)}" for b, v in zip(by, vals))
                           for vals in rows[by].itertuples(index=False)] if by else "", index=rows.index, dtype=object)
     names = sorted(group_of.unique(), key=lambda s: [_sort_key(p.split("=", 1)[-1]) for p in s.split(" & ")])
