@@ -22,8 +22,8 @@ from bnexp import CONFIG_DIR, manifest
 from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
 from bnexp.store import Store
-from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, evaluate, labels, mean_ci, tally,
-                            value_label)
+from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, evaluate, labels, mean_ci, sort_key,
+                            tally)
 
 META = {"run_id", "scenario", "claims", "status", "error", "seed", "device", "tensorflow", "keras",
         "git_commit", "started_at", "dataset", "semantics", "variant"}
@@ -92,6 +92,7 @@ def summary(df: pd.DataFrame, facs: list[str], cols: list[str]) -> pd.DataFrame:
             row[c] = mean
             row[f"{c}_ci"] = (hi - mean) if np.isfinite(hi) else np.nan
         rows.append(row)
+    rows.sort(key=lambda row: [sort_key(row[f]) for f in facs])  # 2, 4, 32, 128: numbers in numeric order
     return pd.DataFrame(rows)
 
 

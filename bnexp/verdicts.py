@@ -102,7 +102,8 @@ def _matches(series: pd.Series, values) -> pd.Series:
     return pd.Series([value_key(v) in wanted for v in series], index=series.index, dtype=bool)
 
 
-def _sort_key(label: str):
+def sort_key(label: str):
+    """Labels in reading order: numbers numerically, then words."""
     try:
         return (0, float(label), "")
     except ValueError:
@@ -329,7 +330,7 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
     out.split = bool(expect)
     group_of = pd.Series([" & ".join(f"{b}={value_label(v)}" for b, v in zip(by, vals))
                           for vals in rows[by].itertuples(index=False)] if by else "", index=rows.index, dtype=object)
-    names = sorted(group_of.unique(), key=lambda s: [_sort_key(p.split("=", 1)[-1]) for p in s.split(" & ")])
+    names = sorted(group_of.unique(), key=lambda s: [sort_key(p.split("=", 1)[-1]) for p in s.split(" & ")])
     for name in names:
         part = rows[group_of == name]
         value = name.split("=", 1)[1] if len(by) == 1 else name

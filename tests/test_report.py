@@ -142,3 +142,24 @@ def test_every_rule_in_the_scenario_configs_is_well_formed_and_names_recorded_co
                      *([rule["contrast"]["factor"]] if rule.get("contrast") else [])]
             assert set(named) <= columns, (name, rule["claim"], set(named) - columns)
             assert report.rule_columns([rule], pd.DataFrame(columns=sorted(columns))), (name, rule["metric"])
+
+
+def test_summary_orders_numeric_factors_numerically():
+    df = pd.DataFrame({"seed": 0, "status": "ok", "train.batch_size": [128, 2, 32, 16], "acc": [0.1, 0.2, 0.3, 0.4]})
+    assert list(report.summary(df, ["train.batch_size"], ["acc"])["train.batch_size"]) == ["2", "16", "32", "128"]
+
+
+def test_sweep_timing_keeps_the_plan(tmp_path):
+    import time
+
+    from bnexp import sweep
+
+    manifest.write_plan(tmp_path, "quick", {"momentum": ["a", "b"]})
+    sweep._write_meta(Store(tmp_path), "quick", ["a", "b"], 0, time.time(), [])
+    data = manifest.read(tmp_path, "quick")
+    assert data["planned"] == {"momentum": ["a", "b"]} and data["runs"] == 2 and "seconds" in data
+
+
+def test_report_command_rejects_unknown_options():
+    with pytest.raises(UserError, match="unknown report option 'sweeps=x'.*sweep=NAME"):
+        report.main(["sweeps=x"])
