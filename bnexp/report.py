@@ -25,8 +25,6 @@ from bnexp.store import Store
 from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, evaluate, labels, mean_ci, sort_key,
                             tally)
 
-META = {"run_id", "scenario", "claims", "status", "error", "seed", "device", "tensorflow", "keras",
-        "git_commit", "started_at", "dataset", "semantics", "variant"}
 ALL = "all"  # sweep=all: every record in the folder (no planned set)
 SHOWN_IGNORED = 5
 
@@ -154,7 +152,7 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     from bnexp import figures
 
     root = Path(results_dir)
-    name, data, df_all, ignored, missing = records(root, sweep if sweep is not None else None)
+    name, data, df_all, ignored, missing = records(root, sweep)
     tables, figdir = root / "tables", root / "figures"
     tables.mkdir(parents=True, exist_ok=True)
     figdir.mkdir(parents=True, exist_ok=True)
