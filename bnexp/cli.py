@@ -18,7 +18,7 @@ USAGE = """usage: python -m bnexp COMMAND [overrides...]
   run      one scenario, one config:  python -m bnexp run scenario=frozen_base seed=1
            (Hydra app: --multirun / -m sweeps comma lists; --cfg job prints the config)
   sweep    every scenario's grid:      python -m bnexp sweep sweep=quick   (or sweep=reference)
-  report   rebuild tables, figures and results/report.md from the stored runs
+  report   tables, figures and report.md from a sweep's planned runs:  python -m bnexp report sweep=reference
   list     scenarios (with claim ids), datasets, models, norms, semantics
   doctor   check your own saved Keras model's BN: python -m bnexp doctor model=m.keras data=x.npz [fix=true]
 """

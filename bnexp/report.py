@@ -1,14 +1,16 @@
-"""Tables, figures and results/report.md from the stored records (`python -m bnexp report`).
+"""Tables, figures and report.md from a named set of records (`python -m bnexp report [sweep=NAME]`).
 
-Every number in the report is computed here from the records; every sentence of interpretation is
-generated from those numbers (verdicts from the rules in the scenario configs, fixed before the sweep).
+The set is the planned run ids of one sweep (its manifest, `bnexp.manifest`); records in the folder
+outside it are listed as ignored, never used. Every number in the report is computed here from those
+records; every sentence of interpretation is generated from those numbers (verdicts from the rules and
+claim lines in the scenario configs, fixed before the sweep).
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import os
+import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,33 +18,20 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from bnexp import CONFIG_DIR
+from bnexp import CONFIG_DIR, manifest
 from bnexp.config_check import scenario_configs
+from bnexp.errors import UserError
 from bnexp.store import Store
-from bnexp.verdicts import Verdict, evaluate_all, mean_ci
+from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, evaluate, labels, mean_ci, sort_key,
+                            tally)
 
-CLAIM_LINES = {  # one line per claim, our words (full text: CLAIMS.md in the project's shared notes)
-    "C01": ("002", "High momentum + few batches leave moving stats near 0/1: inference acc far below batch-stats acc"),
-    "C02": ("002", "Momentum exp(-1/B) for B batches removes that gap"),
-    "C03": ("002", "training=False hard-coded: moving stats never update; the model acts as if it had no BN"),
-    "C04": ("002", "training=True hard-coded: a prediction depends on the rest of its batch"),
-    "C05": ("000", "TF2 fine-tuning: trainable=True alone gives high train / low test acc; base needs training=True"),
-    "C06": ("000", "Keras <= 2.2.4 frozen BN: batch stats in training, source moving stats at inference"),
-    "C07": ("000, 004", "Keras 2 training=None follows the learning phase; hard-coded flags make fit = predict"),
-    "C08": ("001, 003, 004", "TF1: without a dependency on UPDATE_OPS the moving stats never update"),
-    "C09": ("001", "A checkpoint of trainable variables only loses the moving statistics"),
-    "C10": ("004", "get_weights() order is [gamma, beta, mean, variance]; writing std in slot 4 changes inference"),
-    "C11": ("003", "BN degrades at small batch sizes; GN/LN (and BRN) do not"),
-    "C12": ("003", "Inference should use the unbiased population variance; the biased one hurts at small batch"),
-    "C13": ("000, 003", "BN trains faster, ends more accurate and tolerates higher learning rates"),
-    "C14": ("004", "fit updates the moving stats; predict and evaluate leave them unchanged"),
-    "C15": ("guide", "Unfrozen base called with training=False keeps BN in inference mode during fine-tuning"),
-    "R1": ("Wu & Johnson 2021", "Remedy: recompute population statistics after training (precise BN)"),
-}
-KEY_METRICS = ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc_train_precise",
-               "acc_test_batchstats", "acc_test_moving", "acc_test_precise", "gap_test")
-META = {"run_id", "scenario", "claims", "status", "error", "seed", "wall_s", "child_s", "peak_rss_mb", "device",
-        "tensorflow", "keras", "git_commit", "started_at", "dataset", "semantics"}
+ALL = "all"  # sweep=all: every record in the folder (no planned set)
+SHOWN_IGNORED = 5
+
+
+def is_timing(column: str) -> bool:
+    """Seconds and rates measured on the wall clock (every such record column ends in `_s`)."""
+    return column.endswith("_s")
 
 
 def config_keys(scenario: str) -> set[str]:
@@ -57,26 +46,42 @@ def config_keys(scenario: str) -> set[str]:
 
 
 def factors(df: pd.DataFrame, keys: set[str]) -> list[str]:
-    """Settings that vary across this scenario's runs (seed excluded)."""
+    """Settings that vary across this scenario's runs (seed excluded); null, false and true are three values."""
     return [c for c in df.columns if c in keys and c != "seed" and not c.startswith("scenario.")
-            and df[c].astype(str).nunique() > 1]
+            and labels(df[c]).nunique() > 1]
 
 
-def metrics(df: pd.DataFrame, keys: set[str]) -> list[str]:
-    numeric = [c for c in df.columns if c not in META and c not in keys and not c.startswith("stat.")
-               and pd.api.types.is_numeric_dtype(df[c])]
-    first = [m for m in KEY_METRICS if m in numeric]
-    return first + [m for m in numeric if m not in first]
+def claim_specs(configs: dict[str, dict]) -> dict[str, dict]:
+    """claim -> {source, text, combine, primary, scenario}: the `claim_text` blocks of every scenario config.
+    A claim is described once, in one scenario's file."""
+    out: dict[str, dict] = {}
+    for name, scfg in configs.items():
+        for claim, spec in (scfg.get("claim_text") or {}).items():
+            if claim in out:
+                raise UserError(f"claim {claim} is described in configs/scenario/{out[claim]['scenario']}.yaml "
+                                f"and {name}.yaml; describe it once")
+            out[claim] = {"source": "", "text": "", "combine": "all", **spec, "scenario": name}
+    return out
+
+
+def rule_columns(rules: list[dict], df: pd.DataFrame) -> list[str]:
+    """The record columns the rules read (an expression's columns, in order)."""
+    out = []
+    for rule in rules:
+        metric = rule["metric"]
+        names = [metric] if metric in df else [t for t in re.split(r"[\s+\-*/()]+", metric) if t in df]
+        out += [c for c in names if c not in out]
+    return out
 
 
 def summary(df: pd.DataFrame, facs: list[str], cols: list[str]) -> pd.DataFrame:
-    """Mean and 95% CI half-width over seeds for every factor combination."""
+    """Mean and 95% CI half-width over seeds for every factor combination (factor values as labels)."""
     ok = df[df["status"] == "ok"] if "status" in df else df
     if ok.empty:
         return pd.DataFrame()
-    keyed = ok.assign(**{f: ok[f].astype(str) for f in facs})
+    keyed = ok.assign(**{f: labels(ok[f]) for f in facs})
     rows = []
-    for key, g in (keyed.groupby(facs, dropna=False) if facs else [((), keyed)]):
+    for key, g in (keyed.groupby(facs, sort=True) if facs else [((), keyed)]):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(facs, key))
         row["seeds"] = g["seed"].nunique()
@@ -85,6 +90,7 @@ def summary(df: pd.DataFrame, facs: list[str], cols: list[str]) -> pd.DataFrame:
             row[c] = mean
             row[f"{c}_ci"] = (hi - mean) if np.isfinite(hi) else np.nan
         rows.append(row)
+    rows.sort(key=lambda row: [sort_key(row[f]) for f in facs])  # 2, 4, 32, 128: numbers in numeric order
     return pd.DataFrame(rows)
 
 
@@ -98,116 +104,289 @@ def _md_table(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
     return show[keep].to_markdown(index=False, floatfmt=f".{digits}f")
 
 
-def build(results_dir: str | os.PathLike = "results") -> Path:
-    """Write tables/, figures/ and report.md under `results_dir`; return the report's path."""
-    from bnexp import figures
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
-    root = Path(results_dir)
-    store = Store(root)
-    tables, figdir = root / "tables", root / "figures"
-    tables.mkdir(parents=True, exist_ok=True)
-    figdir.mkdir(parents=True, exist_ok=True)
-    configs = scenario_configs()
-    all_df = store.table()
-    verdicts: list[tuple[str, Verdict]] = []
-    sections, first_figure = [], {}
-    for name, scfg in configs.items():
-        df = all_df[all_df["scenario"] == name] if not all_df.empty else pd.DataFrame()
-        if df.empty:
-            continue
-        df = df.dropna(axis=1, how="all")
-        df.to_csv(tables / f"{name}.csv", index=False)
-        keys = config_keys(name)
-        facs = factors(df, keys)
-        cols = [c for c in (scfg.get("report", {}) or {}).get("metrics", []) if c in df] or metrics(df, keys)[:8]
-        summ = summary(df, facs, cols)
-        summ.to_csv(tables / f"{name}_summary.csv", index=False)
-        if not summ.empty:
-            (tables / f"{name}_summary.md").write_text(_md_table(summ, cols) + "\n")
-        figs = figures.draw(name, df, figdir)
-        results = evaluate_all(df, scfg.get("verdicts", []) or [])
-        verdicts.extend((name, v) for v in results)
-        if figs:
-            first_figure[name] = figs[0][0]
-        sections.append(_section(name, scfg, df, summ, cols, figs, results, root))
-    text = _header(all_df, verdicts, first_figure, root) + "\n".join(sections) + _environment(all_df, root)
-    out = root / "report.md"
-    out.write_text(text)
-    return out
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _rel(path: Path, root: Path) -> str:
     return os.path.relpath(path, root)
 
 
-def _header(all_df, verdicts, first_figure, root) -> str:
-    lines = ["# bnexp report", "",
-             "Every number below is recomputed by `python -m bnexp report` from the run records in "
-             "`results/runs/`. Verdict rules are fixed in `configs/scenario/*.yaml` before the sweep; "
-             "numbers are mean [95% CI] over seeds.", "",
-             "## Verdicts", "",
-             "| claim | claim in one line | source note | verdict | key number [95% CI] | seeds | rule | figure |",
-             "|---|---|---|---|---|---|---|---|"]
-    by_claim = {}
-    for scen, v in verdicts:
-        by_claim.setdefault(v.claim, []).append((scen, v))
-    for claim in sorted(set(CLAIM_LINES) | set(by_claim)):
-        src, line = CLAIM_LINES.get(claim, ("", ""))
-        if claim not in by_claim:
-            lines.append(f"| {claim} | {line} | {src} | not measured (no records) | | | | |")
+# --- the named set of records ---------------------------------------------------------------------------------
+
+def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFrame, pd.DataFrame, list]:
+    """(sweep name, its manifest, the records in its planned set, the ignored records, planned ids with no record).
+
+    sweep=None: `reference` if it has planned run ids, else the newest manifest that has them, else every record
+    (said at the top of the report). sweep=all: every record in the folder.
+    """
+    everything = Store(root).table()
+    name = sweep or manifest.default_sweep(root) or ALL
+    if name == ALL:
+        return name, None, everything, everything.iloc[0:0], []
+    data = manifest.read(root, name)
+    if data is None:
+        have = ", ".join(manifest.all_manifests(root)) or "none"
+        raise UserError(f"no sweep manifest {manifest.path(root, name)} (sweeps there: {have}); run "
+                        f"`python -m bnexp sweep sweep={name}` first, or report every record with sweep=all")
+    if not data.get("planned"):
+        raise UserError(f"sweep manifest {manifest.path(root, name)} has no planned run ids (an older bnexp wrote it); "
+                        f"run `python -m bnexp sweep sweep={name}` again: finished runs are skipped and the plan is written")
+    planned = manifest.planned_ids(data)
+    if everything.empty:
+        return name, data, everything, everything, sorted(planned)
+    inside = pd.Series([(s, r) in planned for s, r in zip(everything["scenario"], everything["run_id"])],
+                       index=everything.index)
+    found = set(zip(everything["scenario"][inside], everything["run_id"][inside]))
+    return name, data, everything[inside], everything[~inside], sorted(planned - found)
+
+
+# --- building --------------------------------------------------------------------------------------------------
+
+def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) -> Path:
+    """Write tables/, figures/ and report.md under `results_dir` from the records of `sweep`; return the path."""
+    from bnexp import figures
+
+    root = Path(results_dir)
+    name, data, df_all, ignored, missing = records(root, sweep)
+    tables, figdir = root / "tables", root / "figures"
+    tables.mkdir(parents=True, exist_ok=True)
+    figdir.mkdir(parents=True, exist_ok=True)
+    configs = scenario_configs()
+    specs = claim_specs(configs)
+    results: dict[str, list[RuleResult]] = {}
+    sections, figure_of = {}, {}
+    for scen, scfg in configs.items():
+        df = df_all[df_all["scenario"] == scen] if not df_all.empty else pd.DataFrame()
+        if df.empty:
             continue
-        for scen, v in by_claim[claim]:
-            fig = first_figure.get(scen)
-            link = f"[fig]({_rel(fig, root)})" if fig and Path(fig).exists() else ""
-            says = f" ({v.says})" if v.says else ""
-            cells = [claim, line + says, src, f"**{v.verdict}**", v.number(), str(v.n_seeds), f"{scen}: {v.rule}", link]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n\n"
+        df = df.dropna(axis=1, how="all")
+        df.to_csv(tables / f"{scen}.csv", index=False)
+        rules = scfg.get("verdicts", []) or []
+        count: dict[str, int] = {}
+        mine = []
+        for rule in rules:
+            count[rule["claim"]] = count.get(rule["claim"], 0) + 1
+            label = f"{rule['claim']}/{rule['id']}" if rule.get("id") else f"{rule['claim']}.{count[rule['claim']]}"
+            mine.append(evaluate(df, rule, label, scen))
+        results[scen] = mine
+        keys = config_keys(scen)
+        facs = factors(df, keys)
+        wanted = rule_columns(rules, df) + [c for c in (scfg.get("report") or {}).get("metrics", []) if c in df]
+        cols = [c for c in dict.fromkeys(wanted) if not is_timing(c)]
+        summ = summary(df, facs, cols)
+        summ.to_csv(tables / f"{scen}_summary.csv", index=False)
+        if not summ.empty:
+            (tables / f"{scen}_summary.md").write_text(_md_table(summ, cols) + "\n")
+        figs = figures.draw(scen, df, figdir)
+        if figs:
+            figure_of[scen] = figs[0][0]
+        sections[scen] = (scfg, df, summ, cols, figs)
+    claims = _claims(specs, results)
+    text = [_header(name, data, df_all, ignored, missing, claims, specs, figure_of, root)]
+    for scen, (scfg, df, summ, cols, figs) in sections.items():
+        text.append(_section(scen, scfg, df, summ, cols, figs, results[scen], claims, specs, root))
+    text.append(_environment(root, name, df_all))
+    out = root / "report.md"
+    out.write_text("\n".join(text))
+    return out
 
 
-def _section(name, scfg, df, summ, cols, figs, results, root) -> str:
+def _claims(specs: dict, results: dict[str, list[RuleResult]]) -> dict[str, ClaimVerdict | None]:
+    by_claim: dict[str, list[RuleResult]] = {}
+    for rules in results.values():
+        for r in rules:
+            by_claim.setdefault(r.claim, []).append(r)
+    out: dict[str, ClaimVerdict | None] = {}
+    for claim in sorted(set(specs) | set(by_claim), key=lambda c: (c.startswith("R"), c)):
+        spec = specs.get(claim, {})
+        rules = by_claim.get(claim)
+        out[claim] = combine(claim, rules, spec.get("combine", "all"), spec.get("primary")) if rules else None
+    return out
+
+
+def _smoke_reasons(name: str, df: pd.DataFrame, missing: list) -> list[str]:
+    reasons = []
+    if name == "quick":
+        reasons.append("sweep `quick` is the smoke grid: tiny runs, one seed")
+    ok = df[df["status"] == "ok"] if "status" in df and not df.empty else df
+    seeds = ok["seed"].nunique() if "seed" in ok else 0
+    if seeds < MIN_SEEDS:
+        reasons.append(f"{_n(seeds, 'seed')} (a verdict needs at least {MIN_SEEDS})")
+    if missing:
+        reasons.append(f"{len(missing)} planned run(s) have no record (the sweep did not finish)")
+    return reasons
+
+
+def _number_cell(r: RuleResult) -> tuple[str, str]:
+    key = r.key
+    if key is None:
+        return "n/a", ""
+    where = f" ({key.label})" if key.label else ""
+    return f"{key.number()}{where}: {r.label}, {r.metric}", str(key.n_seeds)
+
+
+def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) -> str:
+    lines = ["# bnexp report", ""]
+    reasons = _smoke_reasons(name, df, missing)
+    if reasons:
+        lines += [f"> **Smoke run: these verdicts mean nothing.** {'; '.join(reasons)}. Verdicts need the "
+                  "reference sweep (`make sweep`, then `python -m bnexp report sweep=reference`).", ""]
+    if name == ALL:
+        lines.append(f"Built from every record in `{root.name}/runs/` ({len(df)}), not from a sweep's planned set "
+                     "(no sweep manifest with planned run ids was found, or sweep=all was asked for).")
+    else:
+        lines.append(f"Built from the {len(manifest.planned_ids(data))} planned runs of sweep `{name}` "
+                     f"(`sweeps/{name}.json`): {len(df)} records found.")
+        if len(ignored):
+            ids = ", ".join(f"{s}/{r}" for s, r in zip(ignored["scenario"][:SHOWN_IGNORED], ignored["run_id"][:SHOWN_IGNORED]))
+            more = " ..." if len(ignored) > SHOWN_IGNORED else ""
+            lines.append(f"Ignored: {len(ignored)} record(s) in the folder outside that set ({ids}{more}).")
+        if missing:
+            ids = ", ".join(f"{s}/{r}" for s, r in missing[:SHOWN_IGNORED])
+            lines.append(f"Missing: {len(missing)} planned run(s) without a record ({ids}{' ...' if len(missing) > SHOWN_IGNORED else ''}).")
+    bad = int((df["status"] != "ok").sum()) if "status" in df and not df.empty else 0
+    if bad:
+        lines.append(f"{bad} run(s) did not finish ok: the verdicts use the ok runs only (each section lists them).")
+    lines += ["",
+              "Every number below is recomputed by `python -m bnexp report` from those records. Verdict rules and "
+              "how they combine into a claim's verdict are fixed in `configs/scenario/*.yaml` before the sweep; "
+              "numbers are mean [95% Student-t CI] over seeds, each seed counted once. The number shown for a "
+              "claim is the rule that decides its verdict, at its worst group (the one with the least support for "
+              "the prediction), never a pool of groups.", "",
+              "## Verdicts", "",
+              "| claim | in our words | source | verdict | number that carries it [95% CI] | seeds | rules | evidence |",
+              "|---|---|---|---|---|---|---|---|"]
+    for claim, cv in claims.items():
+        spec = specs.get(claim, {})
+        if cv is None:
+            lines.append(f"| {claim} | {_cell(spec.get('text', ''))} | {_cell(spec.get('source', ''))} | "
+                         f"not measured (no records) | | | | |")
+            continue
+        number, seeds = _number_cell(cv.deciding)
+        scen = cv.deciding.scenario
+        evidence = f"[section](#scenario-{scen})"
+        if scen in figure_of:
+            evidence += f", [figure]({_rel(figure_of[scen], root)})"
+        rules = f"{cv.combine.split(';')[0]} ({tally(cv.rules)})"
+        cells = [claim, spec.get("text", ""), spec.get("source", ""), f"**{cv.verdict}**" + _brief(cv),
+                 number, seeds, rules, evidence]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _brief(cv: ClaimVerdict, most: int = 6) -> str:
+    """The claim's detail for the top table; with many groups, how many went each way (the section lists them)."""
+    groups = cv.deciding.groups if cv.deciding else []
+    if not cv.detail:
+        return ""
+    if len(groups) <= most:
+        return f": {cv.detail}"
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[g.outcome] = counts.get(g.outcome, 0) + 1
+    return f": {cv.deciding.label}: " + ", ".join(f"{o} for {n} of {len(groups)} groups" for o, n in counts.items())
+
+
+def _versions(df: pd.DataFrame) -> str:
+    """'keras3: TensorFlow 2.20.0, Keras 3.11.3 (30 runs); ...' from the records' own fields."""
+    if "semantics" not in df:
+        return ""
+    df = df[df["semantics"].notna()]
+    parts = []
+    for sem, g in df.groupby(labels(df["semantics"]), sort=True):
+        combos = g.assign(tf=labels(g.get("tensorflow", pd.Series(None, index=g.index))),
+                          k=labels(g.get("keras", pd.Series(None, index=g.index)))).groupby(["tf", "k"]).size()
+        parts.append(f"`{sem}`: " + ", ".join(f"TensorFlow {tf}, Keras {k} ({_n(n, 'run')})" for (tf, k), n in combos.items()))
+    return "; ".join(parts)
+
+
+def _rule_lines(r: RuleResult) -> list[str]:
+    says = f" {r.says[:1].upper()}{r.says[1:]}." if r.says else ""
+    head = f"- **{r.label}: {r.verdict}**{' (' + r.detail + ')' if r.detail else ''}.{says} Rule: {r.rule}."
+    single = len(r.groups) == 1 and not r.groups[0].label
+    if single:
+        head += f" Measured {r.groups[0].number()} over {_n(r.groups[0].n_seeds, 'seed')}."
+    lines = [head]
+    if r.excluded:
+        lines.append(f"  - {r.excluded} selected run(s) failed the precondition and are not evidence.")
+    if single:
+        return lines
+    went = {"holds": "as predicted", "fails": "against the prediction"}
+    for g in r.groups:
+        pred = f" (predicted: {g.expect or 'nothing'}, so {went.get(g.outcome, g.outcome)})" if r.split else ""
+        lines.append(f"  - {g.label}: {g.verdict}{pred}, {g.number()}, {_n(g.n_seeds, 'seed')}")
+    return lines
+
+
+def _section(scen, scfg, df, summ, cols, figs, results, claims, specs, root) -> str:
     ok = int((df["status"] == "ok").sum()) if "status" in df else len(df)
-    lines = [f"## Scenario `{name}` ({', '.join(scfg.get('claims', []))})", "",
+    lines = [f'<a id="scenario-{scen}"></a>', "",
+             f"## Scenario `{scen}` ({', '.join(scfg.get('claims', []))})", "",
              (scfg.get("description") or "").strip(), "",
-             f"Runs: {len(df)} ({ok} ok). Reproduce: `python -m bnexp sweep sweep=reference scenarios={name}` "
-             f"(one run: `python -m bnexp run scenario={name}`).", ""]
+             f"Runs: {len(df)} ({ok} ok). Semantics and versions: {_versions(df) or 'not recorded'}. Reproduce: "
+             f"`python -m bnexp sweep sweep=reference scenarios={scen}` (one run: `python -m bnexp run scenario={scen}`).",
+             ""]
     bad = df[df["status"] != "ok"] if "status" in df else df.iloc[0:0]
     if not bad.empty:
         lines += [f"Runs that did not finish ok ({len(bad)}):", ""]
         lines += [f"- `{r.run_id}` {r.status}: {str(r.error)[:200]}" for r in bad.itertuples()][:10]
         lines.append("")
-    for v in results:
-        lines.append(f"- **{v.claim}: {v.verdict}**: {v.rule}; measured {v.number()} over {v.n_seeds} seeds.")
-        for value, g in v.groups.items():
-            lines.append(f"  - {value}: {g.verdict}, {g.number()}")
-    lines.append("")
+    for claim in dict.fromkeys(r.claim for r in results):
+        cv, spec = claims[claim], specs.get(claim, {})
+        here = [r for r in results if r.claim == claim]
+        lines += [f"### {claim}: {spec.get('text', '')}", "",
+                  f"Claim verdict: **{cv.text}** ({cv.combine}; rules in all scenarios: {tally(cv.rules)}).", ""]
+        for r in here:
+            lines += _rule_lines(r)
+        lines.append("")
     if not summ.empty:
-        lines += [f"Summary (mean ± 95% CI half-width; table: `tables/{name}_summary.csv`):", "",
-                  _md_table(summ, cols), ""]
+        lines += [f"Summary of the metrics the rules use (mean ± 95% CI half-width over seeds; "
+                  f"table: `tables/{scen}_summary.csv`):", "", _md_table(summ, cols), ""]
     for path, caption in figs:
         lines += [f"![{caption}]({_rel(path, root)})", f"*{caption}*", ""]
     return "\n".join(lines) + "\n"
 
 
-def _environment(all_df, root) -> str:
+def _environment(root: Path, name: str, df: pd.DataFrame) -> str:
     lines = ["## Environment", ""]
-    if not all_df.empty:
+    if not df.empty:
         for col in ("tensorflow", "keras", "device", "git_commit"):
-            if col in all_df:
-                counts = all_df[col].dropna().astype(str).value_counts().sort_index()
+            if col in df:
+                counts = labels(df[col]).value_counts().sort_index()
                 lines.append(f"- {col} (runs): {', '.join(f'{k} ({n})' for k, n in counts.items())}")
-    lines.append(f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    for f in sorted((root / "sweeps").glob("*.json")):
-        s = json.loads(f.read_text())
-        lines.append(f"- sweep `{s['name']}`: {s['runs']} runs ({s['already_done']} already done at start), "
-                     f"{s['seconds']:.0f} s wall, {s['jobs']} parallel jobs, finished {s['finished']}")
+    lines.append("- determinism: every run seeds Python, NumPy and TensorFlow and turns on TensorFlow's op determinism "
+                 "(tf1 graphs: the graph seed), so a run is repeatable given its seed on the same device and versions; "
+                 "`tests/test_cli.py::test_same_seed_gives_identical_metrics` checks a CPU run. The intervals are "
+                 "over seeds.")
+    lines.append(f"- machine that built the report: {platform.machine()}, {os.cpu_count()} cores, "
+                 f"Python {platform.python_version()}")
+    ids = set(zip(df["scenario"], df["run_id"])) if not df.empty else set()
+    for sweep, data in manifest.all_manifests(root).items():
+        if sweep != name and not (manifest.planned_ids(data) & ids):
+            continue  # a sweep none of whose records are in this report
+        if "seconds" in data:
+            lines.append(f"- sweep `{sweep}`: {data.get('runs')} runs ({data.get('already_done')} already done at "
+                         f"start), {data['seconds']:.0f} s wall, {data.get('jobs')} parallel jobs, finished "
+                         f"{data.get('finished')}")
+        else:
+            lines.append(f"- sweep `{sweep}`: planned, not finished")
     lines.append(f"- report built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
-    results_dir = "results"
+    results_dir, sweep = "results", None
     for a in argv:
-        if a.startswith("paths.results_dir="):
-            results_dir = a.split("=", 1)[1]
-    print(f"bnexp: report written to {build(results_dir)}")
+        key, _, value = a.partition("=")
+        if key == "paths.results_dir":
+            results_dir = value
+        elif key == "sweep":
+            sweep = value
+        else:
+            raise UserError(f"unknown report option {a!r}; valid: sweep=NAME (or sweep=all), paths.results_dir=DIR")
+    print(f"bnexp: report written to {build(results_dir, sweep)}")

@@ -23,8 +23,11 @@ from pathlib import Path
 from bnexp.errors import UserError
 
 # Config keys that do not change a run's numbers, so they are not part of its identity.
-NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s",
-                "scenario.figures")  # how the report draws a scenario does not change its runs
+# What a run's identity leaves out: where it writes, how it is launched, and how the report judges and
+# draws a scenario (its claim texts, rules, figures, allowed choices): none of these changes the run.
+NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s", "worker",
+                "scenario.description", "scenario.claim_text", "scenario.verdicts", "scenario.report",
+                "scenario.figures", "scenario.allowed")
 RECORD = "metrics.json"
 
 

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from bnexp import CONFIG_DIR, config_check
+from bnexp import CONFIG_DIR, config_check, manifest
 from bnexp.errors import UserError
 from bnexp.runner import _die_with_parent
 from bnexp.store import Store, run_id
@@ -120,6 +120,7 @@ def main(argv: list[str]) -> int:
     sweep, multirun, points, results_dir = plan(opts["sweep"], scenarios, extra)
     store = Store(results_dir)
     store.check_writable()
+    manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s] for s in multirun})
     before = _status(store, points)
     print(f"bnexp sweep {sweep['name']}: {len(points)} runs in {len(multirun)} scenarios, "
           f"{before['ok']} already done; results in {store.root}")
@@ -145,7 +146,7 @@ def main(argv: list[str]) -> int:
     bar.close()
     if before["ok"] < len(points):  # a sweep that ran nothing measured nothing: keep the last measurement
         _write_meta(store, sweep["name"], points, before["ok"], start, extra)
-    return _summary(store, points, time.time() - start)
+    return _summary(store, points, time.time() - start, sweep["name"])
 
 
 def _refresh(bar, store, points) -> None:
@@ -168,10 +169,10 @@ def _write_meta(store: Store, name: str, points, already_done: int, start: float
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     folder = store.root / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(meta, indent=1))
+    (folder / f"{name}.json").write_text(json.dumps({**(manifest.read(store.root, name) or {}), **meta}, indent=1))
 
 
-def _summary(store: Store, points: list[Point], seconds: float) -> int:
+def _summary(store: Store, points: list[Point], seconds: float, sweep_name: str) -> int:
     bad, diverged = [], 0
     for p in points:
         rec = store.get(p.scenario, p.run_id)
@@ -185,7 +186,7 @@ def _summary(store: Store, points: list[Point], seconds: float) -> int:
           f"{len(bad)} failed, in {seconds:.0f} s")
     from bnexp import report
 
-    report.build(store.root)
+    report.build(store.root, sweep=sweep_name)
     if bad:
         print("failures:\n" + "\n".join(bad), file=sys.stderr)
         return 1

@@ -1,41 +1,57 @@
-"""Claim rules -> verdicts with 95% confidence intervals over seeds.
+"""Claim rules -> rule verdicts -> one verdict per claim, with 95% confidence intervals over seeds.
 
 A rule is data in a scenario config, written before the sweep runs:
 
-    - claim: C01
-      says: inference accuracy falls far below batch-statistics accuracy   # one line, for the report
-      metric: gap_test                  # a record column, or a pandas expression over columns
-      where: {bn.momentum: 0.99, train.batches: [10, 30]}   # rows the rule looks at
+    - claim: C06
+      id: batchstats                    # optional: names the rule (for `primary:`); else C06.1, C06.2, ...
+      says: a frozen base normalizes with batch statistics in fit      # one line, for the report
+      metric: fit_batchstats_frac       # a record column, or a pandas expression over columns
+      where: {base.trainable: false, base.training: null}   # rows the rule looks at (null, false, true differ)
       contrast: {factor: norm, a: bn, b: none}    # optional: metric(a) - metric(b), paired by seed
       compare: ">"                      # the claim holds if the mean is > (or <) the threshold ...
-      threshold: 0.05                   # ... and the 95% CI lies entirely on that side
-      by: data.scaling                  # optional: judge each value apart; mixed outcomes -> depends
+      threshold: 0.5                    # ... and the 95% CI lies entirely on that side
+      margin: 0.005                     # optional: a CI inside threshold +- margin concludes `not reproduced`
+      by: semantics                     # optional: judge each value (or combination, for a list) apart
+      expect: {keras2_v1: holds, keras3: fails, tf_keras: fails}   # optional, with `by`: a predicted split
+      precondition: flag_honoured       # optional: rows where this metric is not 1/true are not evidence
+      min_seeds: 3                      # optional (default MIN_SEEDS)
 
-Per seed the metric is averaged over the selected rows (so every seed counts once); the seeds' means
-give the mean and a Student-t 95% CI. Verdicts: `reproduced` (CI entirely on the claim's side),
-`not reproduced` (CI entirely on the other side), `inconclusive` (CI straddles the threshold, or fewer
-than `MIN_SEEDS` seeds), `depends: ...` (with `by`, some groups reproduced and some not); with `by`,
-an inconclusive verdict lists which groups were settled which way.
+Per group and seed the metric is averaged over the selected rows, so every seed counts once; the
+seeds' values give the mean and a Student-t 95% CI. A group is `reproduced` (CI entirely on the claim's
+side), `not reproduced` (CI entirely on the other side, or inside threshold +- margin: practically no
+effect beyond the threshold), `inconclusive` (neither, or fewer than min_seeds seeds) or `precondition
+not met` (every row failed the precondition). A group "holds" when it goes the predicted way
+(reproduced, or not reproduced where `expect` says `fails`).
+
+A rule's verdict: `reproduced` when every group holds, `not reproduced` when every group goes against
+the prediction, `inconclusive` or `precondition not met` when every group is; any other mix where at
+least one group is settled is `depends on <by>`, listing every group as holds / fails / unsettled /
+precondition not met. Groups come from the rows the rule's `where` selected. The rule's number is its
+worst group (least support for the prediction), never a pool of groups.
+
+A claim's verdict combines its rules as its scenario config declares (`claim_text`, `combine`): `all`
+(every rule must hold), `any` (one suffices) or `primary` (the named rule decides; the others are
+shown as supporting evidence).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 MIN_SEEDS = 3
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       15: 2.131, 20: 2.086, 30: 2.042}
+OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "precondition not met")
+COMBINE = ("all", "any", "primary")
 
 
 def t95(dof: int) -> float:
-    """Two-sided 95% Student-t quantile (table; the next lower dof is conservative)."""
-    if dof <= 0:
-        return math.inf
-    return T95[max(k for k in T95 if k <= dof)] if dof <= 30 else 1.96
+    """Two-sided 95% Student-t quantile."""
+    return float(stats.t.ppf(0.975, dof)) if dof > 0 else math.inf
 
 
 def mean_ci(values) -> tuple[float, float, float]:
@@ -50,22 +66,115 @@ def mean_ci(values) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+# --- factor values: null, false and true are three values, and 1 is not true --------------------------------
+
+def value_key(value) -> tuple:
+    """A hashable key that keeps None/NaN, booleans, numbers and strings apart (True != 1, None != False)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ("null",)
+    if isinstance(value, (bool, np.bool_)):
+        return ("bool", bool(value))
+    if isinstance(value, numbers.Number):
+        return ("num", float(value))
+    return ("str", str(value))
+
+
+def value_label(value) -> str:
+    """How a factor value is written: null, false, true, 10, 0.001, keras3."""
+    kind, *rest = value_key(value)
+    if kind == "null":
+        return "null"
+    if kind == "bool":
+        return "true" if rest[0] else "false"
+    if kind == "num":
+        return str(int(rest[0])) if float(rest[0]).is_integer() else f"{rest[0]:g}"
+    return rest[0]
+
+
+def labels(series: pd.Series) -> pd.Series:
+    """A factor column as labels (object dtype, never NaN): safe to group by and to count distinct values."""
+    return pd.Series([value_label(v) for v in series], index=series.index, dtype=object)
+
+
+def _matches(series: pd.Series, values) -> pd.Series:
+    values = values if isinstance(values, (list, tuple)) else [values]
+    wanted = {value_key(v) for v in values}
+    return pd.Series([value_key(v) in wanted for v in series], index=series.index, dtype=bool)
+
+
+def sort_key(label: str):
+    """Labels in reading order: numbers numerically, then words."""
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, label)
+
+
+# --- one rule -------------------------------------------------------------------------------------------------
+
 @dataclass
-class Verdict:
-    claim: str
-    verdict: str
+class Group:
+    """One group of a rule (the whole rule when it has no `by`)."""
+
+    label: str                 # "" without `by`, else e.g. "semantics=keras3"
+    verdict: str               # one of OUTCOMES
+    expect: str = "holds"      # holds | fails | "" (no prediction for this group)
     mean: float = math.nan
     lo: float = math.nan
     hi: float = math.nan
     n_seeds: int = 0
-    rule: str = ""
-    says: str = ""
-    groups: dict = field(default_factory=dict)  # by-value -> Verdict, when `by` is used
+    support: float = math.nan  # how far the CI clears the threshold the predicted way (< 0: it does not)
+
+    @property
+    def outcome(self) -> str:
+        """holds | fails | unsettled | precondition not met: the group against the claim's prediction."""
+        if self.verdict == "precondition not met":
+            return self.verdict
+        if self.verdict == "inconclusive" or not self.expect:
+            return "unsettled"
+        went = "holds" if self.verdict == "reproduced" else "fails"
+        return "holds" if went == self.expect else "fails"
 
     def number(self, digits: int = 3) -> str:
         if not np.isfinite(self.mean):
             return "n/a"
+        if not np.isfinite(self.lo):
+            return f"{self.mean:.{digits}f} [no CI from {self.n_seeds} seed]"
         return f"{self.mean:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
+
+
+@dataclass
+class RuleResult:
+    claim: str
+    label: str                 # C06.1 or C06/<id>
+    verdict: str               # reproduced | not reproduced | depends on <by> | inconclusive | precondition not met
+    rule: str                  # the rule in words
+    says: str = ""
+    metric: str = ""           # what the number is: the metric, or metric(a) - metric(b) for a contrast
+    scenario: str = ""
+    detail: str = ""           # for a mix: which groups hold, fail, are unsettled
+    groups: list[Group] = field(default_factory=list)
+    excluded: int = 0          # selected rows that failed the precondition
+    split: bool = False        # the rule predicts an outcome per group (`expect`)
+
+    @property
+    def key(self) -> Group | None:
+        """The worst group: least support for the prediction (the one number that carries the verdict)."""
+        scored = [g for g in self.groups if np.isfinite(g.support)]
+        if scored:
+            return min(scored, key=lambda g: g.support)
+        with_number = [g for g in self.groups if np.isfinite(g.mean)]
+        return with_number[0] if with_number else None
+
+    @property
+    def text(self) -> str:
+        return f"{self.verdict}: {self.detail}" if self.detail else self.verdict
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def describe(rule: dict) -> str:
@@ -73,14 +182,45 @@ def describe(rule: dict) -> str:
     metric = rule["metric"]
     if rule.get("contrast"):
         c = rule["contrast"]
-        metric = f"{metric}({c['factor']}={c['a']}) - {metric}({c['factor']}={c['b']})"
-    where = ", ".join(f"{k}={v}" for k, v in (rule.get("where") or {}).items())
+        metric = (f"{metric}({c['factor']}={value_label(c['a'])}) - {metric}({c['factor']}={value_label(c['b'])}), "
+                  f"paired by seed")
     text = f"mean over seeds of {metric} {rule['compare']} {rule['threshold']}, 95% CI excluding it"
+    if rule.get("margin"):
+        text += f" (inside {rule['threshold']} ± {rule['margin']}: not reproduced)"
+    where = "; ".join(f"{k}={'|'.join(value_label(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals]))}"
+                      for k, vals in (rule.get("where") or {}).items())
     if where:
         text += f"; where {where}"
     if rule.get("by"):
-        text += f"; judged per {rule['by']}"
+        text += f"; judged per {', '.join(_as_list(rule['by']))}"
+    if rule.get("expect"):
+        by_outcome: dict[str, list[str]] = {}
+        for value, outcome in rule["expect"].items():
+            by_outcome.setdefault(outcome, []).append(value_label(value))
+        text += "; predicted: " + "; ".join(f"{o} for {', '.join(v)}" for o, v in by_outcome.items())
+    if rule.get("precondition"):
+        text += f"; rows count only where {rule['precondition']} is true"
+    if rule.get("min_seeds", MIN_SEEDS) != MIN_SEEDS:
+        text += f"; needs {rule['min_seeds']} seeds"
     return text
+
+
+def check_rule(rule: dict, where: str = "") -> None:
+    """Raise ValueError, naming the rule, on a malformed rule (before any number is computed)."""
+    name = f"{where}rule {rule.get('claim')}/{rule.get('id', '?')}"
+    for key in ("claim", "metric", "compare", "threshold"):
+        if key not in rule:
+            raise ValueError(f"{name}: missing key {key!r}")
+    if rule["compare"] not in (">", "<"):
+        raise ValueError(f"{name}: compare must be '>' or '<', got {rule['compare']!r}")
+    if rule.get("margin") is not None and not float(rule["margin"]) > 0:
+        raise ValueError(f"{name}: margin must be a number > 0, got {rule['margin']!r}")
+    if rule.get("expect"):
+        if len(_as_list(rule.get("by"))) != 1:
+            raise ValueError(f"{name}: expect needs exactly one `by` factor")
+        bad = {v for v in rule["expect"].values() if v not in ("holds", "fails")}
+        if bad:
+            raise ValueError(f"{name}: expect values must be holds or fails, got {', '.join(map(str, bad))}")
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
@@ -89,9 +229,7 @@ def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
     for key, value in (where or {}).items():
         if key not in df:
             return df.iloc[0:0]
-        values = value if isinstance(value, (list, tuple)) else [value]
-        mask = df[key].isin(values) if not any(v is None for v in values) else df[key].isna() | df[key].isin(values)
-        df = df[mask]
+        df = df[_matches(df[key], value)]
     return df
 
 
@@ -105,9 +243,17 @@ def _metric(df: pd.DataFrame, expr: str) -> pd.Series:
         return pd.Series(np.nan, index=df.index)
 
 
-def per_seed(df: pd.DataFrame, rule: dict) -> pd.Series:
-    """One value per seed: the metric averaged over the rule's rows (a paired difference for contrasts)."""
-    rows = _select(df, rule.get("where"))
+def _met(df: pd.DataFrame, precondition: str | None) -> pd.Series:
+    """Rows whose precondition metric is 1/true (all rows without a precondition; none if it is absent)."""
+    if not precondition:
+        return pd.Series(True, index=df.index)
+    if precondition not in df:
+        return pd.Series(False, index=df.index)
+    return pd.Series([value_key(v) in (("bool", True), ("num", 1.0)) for v in df[precondition]], index=df.index)
+
+
+def per_seed(rows: pd.DataFrame, rule: dict) -> pd.Series:
+    """One value per seed: the metric averaged over `rows` (a paired difference for contrasts)."""
     if rows.empty:
         return pd.Series(dtype=float)
     contrast = rule.get("contrast")
@@ -116,59 +262,146 @@ def per_seed(df: pd.DataFrame, rule: dict) -> pd.Series:
     factor = contrast["factor"]
     if factor not in rows:
         return pd.Series(dtype=float)
-    a = rows[rows[factor] == contrast["a"]]
-    b = rows[rows[factor] == contrast["b"]]
-    ma = _metric(a, rule["metric"]).groupby(a["seed"]).mean() if not a.empty else pd.Series(dtype=float)
-    mb = _metric(b, rule["metric"]).groupby(b["seed"]).mean() if not b.empty else pd.Series(dtype=float)
-    return (ma - mb).dropna()
+    side = {}
+    for name in ("a", "b"):
+        part = rows[_matches(rows[factor], contrast[name])]
+        side[name] = _metric(part, rule["metric"]).groupby(part["seed"]).mean() if not part.empty \
+            else pd.Series(dtype=float)
+    return (side["a"] - side["b"]).dropna()
 
 
-def _judge(values: pd.Series, rule: dict) -> tuple[str, float, float, float]:
+def judge(values: pd.Series, rule: dict, expect: str = "holds", label: str = "") -> Group:
+    """One group's verdict from its per-seed values."""
     mean, lo, hi = mean_ci(values)
-    if len(values) < MIN_SEEDS or not np.isfinite(mean):
-        return "inconclusive", mean, lo, hi
-    t = float(rule["threshold"])
-    above, below = lo > t, hi < t
-    if rule["compare"] == ">":
-        return ("reproduced" if above else "not reproduced" if below else "inconclusive"), mean, lo, hi
-    if rule["compare"] == "<":
-        return ("reproduced" if below else "not reproduced" if above else "inconclusive"), mean, lo, hi
-    raise ValueError(f"rule for {rule.get('claim')}: compare must be '>' or '<', got {rule['compare']!r}")
+    group = Group(label, "inconclusive", expect, mean, lo, hi, len(values))
+    t, margin = float(rule["threshold"]), float(rule.get("margin") or 0)
+    if np.isfinite(lo) and np.isfinite(hi):  # how far the CI clears what the predicted outcome needs
+        beyond = lo - t if rule["compare"] == ">" else t - hi     # > 0: CI entirely on the claim's side
+        short = t - hi if rule["compare"] == ">" else lo - t      # > 0: CI entirely on the other side
+        inside = margin - max(abs(lo - t), abs(hi - t)) if margin else -math.inf  # > 0: CI inside the band
+        group.support = max(short, inside) if expect == "fails" else min(beyond, -inside)
+    if len(values) < int(rule.get("min_seeds", MIN_SEEDS)) or not np.isfinite(mean):
+        return group
+    if margin and t - margin <= lo and hi <= t + margin:
+        group.verdict = "not reproduced"  # practically equal to the threshold: no effect beyond it
+    elif rule["compare"] == ">":
+        group.verdict = "reproduced" if lo > t else "not reproduced" if hi <= t else "inconclusive"
+    else:
+        group.verdict = "reproduced" if hi < t else "not reproduced" if lo >= t else "inconclusive"
+    return group
 
 
-def evaluate(df: pd.DataFrame, rule: dict) -> Verdict:
+def _combine_groups(groups: list[Group], by: list[str]) -> tuple[str, str]:
+    """(verdict, detail) of a rule from its groups; see the module docstring."""
+    if not groups:
+        return "inconclusive", "no ok records match the rule's rows"
+    outcomes = {g.outcome for g in groups}
+    if len(outcomes) == 1:
+        only = outcomes.pop()
+        verdict = {"holds": "reproduced", "fails": "not reproduced", "unsettled": "inconclusive",
+                   "precondition not met": "precondition not met"}[only]
+        return verdict, ""
+    parts = []
+    for outcome in ("holds", "fails", "unsettled", "precondition not met"):
+        names = [g.label.split("=", 1)[1] if len(by) == 1 else g.label for g in groups if g.outcome == outcome]
+        if names:
+            parts.append(f"{outcome} for {', '.join(names)}")
+    settled = outcomes & {"holds", "fails"}
+    verdict = f"depends on {', '.join(by)}" if settled else "inconclusive"
+    return verdict, "; ".join(parts)
+
+
+def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") -> RuleResult:
     """The verdict of one rule on the records of its scenario."""
-    out = Verdict(rule["claim"], "inconclusive", rule=describe(rule), says=rule.get("says", ""))
-    by = rule.get("by")
-    if not by:
-        values = per_seed(df, rule)
-        out.verdict, out.mean, out.lo, out.hi = _judge(values, rule)
-        out.n_seeds = len(values)
+    check_rule(rule)
+    by = _as_list(rule.get("by"))
+    c = rule.get("contrast")
+    metric = (f"{rule['metric']}({c['factor']}={value_label(c['a'])}) - ({value_label(c['b'])})" if c
+              else rule["metric"])
+    out = RuleResult(rule["claim"], label or rule["claim"], "inconclusive", describe(rule), rule.get("says", ""),
+                     metric, scenario)
+    rows = _select(df, rule.get("where")).reset_index(drop=True)  # unique labels: masks below align by index
+    if any(b not in rows for b in by):
+        out.detail = f"no column {', '.join(b for b in by if b not in rows)} in the records"
         return out
-    if by not in df:
-        return out
-    named = (rule.get("where") or {}).get(by)  # `by` splits the rows `where` selected, never widens them
-    named = None if named is None else named if isinstance(named, (list, tuple)) else [named]
-    for value in sorted(df[by].dropna().unique(), key=str):
-        if named is not None and value not in named:
+    met = _met(rows, rule.get("precondition"))
+    out.excluded = int((~met).sum())
+    expect = {value_label(k): v for k, v in (rule.get("expect") or {}).items()}
+    out.split = bool(expect)
+    group_of = pd.Series([" & ".join(f"{b}={value_label(v)}" for b, v in zip(by, vals))
+                          for vals in rows[by].itertuples(index=False)] if by else "", index=rows.index, dtype=object)
+    names = sorted(group_of.unique(), key=lambda s: [sort_key(p.split("=", 1)[-1]) for p in s.split(" & ")])
+    for name in names:
+        part = rows[group_of == name]
+        value = name.split("=", 1)[1] if len(by) == 1 else name
+        exp = expect.get(value, "") if expect else "holds"
+        if not met[part.index].any():
+            out.groups.append(Group(name, "precondition not met", exp))
             continue
-        sub_rule = {**rule, "by": None, "where": {**(rule.get("where") or {}), by: value}}
-        out.groups[value] = evaluate(df, sub_rule)
-    kinds = {g.verdict for g in out.groups.values()}
-    if len(kinds) == 1:
-        out.verdict = kinds.pop()
-    elif "reproduced" in kinds and "not reproduced" in kinds:
-        yes = [str(v) for v, g in out.groups.items() if g.verdict == "reproduced"]
-        out.verdict = f"depends: reproduced only for {by} in {{{', '.join(yes)}}}"
-    else:  # settled for some values, unsettled for others: say which
-        parts = [f"{kind} for {by} in {{{', '.join(str(v) for v, g in out.groups.items() if g.verdict == kind)}}}"
-                 for kind in ("reproduced", "not reproduced", "inconclusive") if kind in kinds]
-        out.verdict = f"inconclusive ({'; '.join(parts)})"
-    whole = per_seed(df, {**rule, "by": None})
-    out.mean, out.lo, out.hi = mean_ci(whole)
-    out.n_seeds = len(whole)
+        out.groups.append(judge(per_seed(part[met[part.index]], rule), rule, exp, name))
+    out.verdict, out.detail = _combine_groups(out.groups, by)
+    unpredicted = [g.label for g in out.groups if not g.expect]
+    if unpredicted:
+        out.detail += f" (no predicted outcome for {', '.join(unpredicted)})"
     return out
 
 
-def evaluate_all(df: pd.DataFrame, rules: list[dict]) -> list[Verdict]:
-    return [evaluate(df, r) for r in rules]
+# --- one claim ------------------------------------------------------------------------------------------------
+
+@dataclass
+class ClaimVerdict:
+    claim: str
+    verdict: str
+    detail: str = ""
+    combine: str = "all"
+    deciding: RuleResult | None = None   # the rule whose number is shown
+    rules: list[RuleResult] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return f"{self.verdict}: {self.detail}" if self.detail else self.verdict
+
+
+def _kind(verdict: str) -> str:
+    return "depends" if verdict.startswith("depends") else verdict
+
+
+def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str | None = None) -> ClaimVerdict:
+    """A claim's verdict from its rules' verdicts.
+
+    all: not reproduced if any rule is; else depends if any rule depends; else precondition not met,
+    then inconclusive, if any rule is; else reproduced. any: reproduced if any rule is; else depends,
+    inconclusive, precondition not met, not reproduced in that order. primary: the named rule's verdict.
+    """
+    if how not in COMBINE:
+        raise ValueError(f"claim {claim}: combine must be one of {', '.join(COMBINE)}, got {how!r}")
+    out = ClaimVerdict(claim, "inconclusive", combine=how, rules=rules)
+    if not rules:
+        out.detail = "no rule"
+        return out
+    if how == "primary":
+        chosen = [r for r in rules if r.label == primary or r.label.endswith(f"/{primary}")]
+        if not chosen:
+            raise ValueError(f"claim {claim}: primary rule {primary!r} not found among {', '.join(r.label for r in rules)}")
+        out.deciding = chosen[0]
+        out.combine = f"primary: {chosen[0].label} decides; the other rules are supporting evidence"
+    else:
+        order = (("not reproduced", "depends", "precondition not met", "inconclusive", "reproduced") if how == "all"
+                 else ("reproduced", "depends", "inconclusive", "precondition not met", "not reproduced"))
+        kinds = [_kind(r.verdict) for r in rules]
+        first = next(k for k in order if k in kinds)
+        out.deciding = rules[kinds.index(first)]
+        out.combine = ("one rule" if len(rules) == 1 else
+                       f"all of {len(rules)} rules must hold" if how == "all" else f"any of {len(rules)} rules suffices")
+    out.verdict, out.detail = out.deciding.verdict, out.deciding.detail
+    if len(rules) > 1 and out.deciding.detail:
+        out.detail = f"{out.deciding.label}: {out.deciding.detail}"
+    return out
+
+
+def tally(rules: list[RuleResult]) -> str:
+    """'2 reproduced, 1 depends' over a claim's rules."""
+    counts: dict[str, int] = {}
+    for r in rules:
+        counts[_kind(r.verdict)] = counts.get(_kind(r.verdict), 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items())

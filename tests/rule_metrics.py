@@ -13,8 +13,10 @@ def missing_rule_metrics(rec: dict, scenario: str) -> set[str]:
     rules = yaml.safe_load((ROOT / "configs" / "scenario" / f"{scenario}.yaml").read_text())["scenario"]["verdicts"]
     df, missing = pd.DataFrame([rec]), set()
     for rule in rules:
-        for key in [*(rule.get("where") or {}), *([rule["by"]] if rule.get("by") else []),
-                    *([rule["contrast"]["factor"]] if rule.get("contrast") else [])]:
+        by = rule.get("by") or []
+        for key in [*(rule.get("where") or {}), *(by if isinstance(by, list) else [by]),
+                    *([rule["contrast"]["factor"]] if rule.get("contrast") else []),
+                    *([rule["precondition"]] if rule.get("precondition") else [])]:
             if key not in df:
                 missing.add(key)
         if rule["metric"] not in df:

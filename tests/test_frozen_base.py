@@ -124,5 +124,5 @@ def test_rules_judge_only_the_semantics_they_name():
             for s in range(3) for sem in ("keras3", "tf_keras", "keras2_v1")]
     c15 = next(r for r in _rules() if r["claim"] == "C15")
     verdict = evaluate(pd.DataFrame(rows), c15)
-    assert set(verdict.groups) == {"keras3", "tf_keras"}
-    assert verdict.verdict == "depends: reproduced only for semantics in {tf_keras}"
+    assert [g.label for g in verdict.groups] == ["semantics=keras3", "semantics=tf_keras"]
+    assert verdict.verdict == "depends on semantics" and verdict.detail == "holds for tf_keras; fails for keras3"

@@ -1,12 +1,19 @@
-"""Verdict rules on synthetic records: every outcome, contrasts, per-factor `depends`, too few seeds."""
+"""Verdict rules on synthetic records: every outcome, contrasts, groups (settled + unsettled, predicted splits),
+equivalence margins, preconditions, null vs false, and how rules combine into a claim's verdict."""
 
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from bnexp.verdicts import describe, evaluate, mean_ci
+from bnexp.verdicts import combine, describe, evaluate, labels, mean_ci, t95
+
+RULE = {"claim": "C01", "metric": "gap_test", "compare": ">", "threshold": 0.05}
+SETTLED = [0.30, 0.32, 0.31]      # far above 0.05
+AGAINST = [0.00, 0.01, -0.01]     # far below 0.05
+UNSETTLED = [0.00, 0.10, 0.05]    # CI straddles 0.05
 
 
 def records(values_by_group: dict, seeds=(0, 1, 2), factor="bn.momentum", metric="gap_test"):
@@ -17,41 +24,39 @@ def records(values_by_group: dict, seeds=(0, 1, 2), factor="bn.momentum", metric
     return pd.DataFrame(rows)
 
 
-RULE = {"claim": "C01", "metric": "gap_test", "compare": ">", "threshold": 0.05}
-
-
-def test_mean_ci_matches_the_t_interval():
+def test_t_quantile_comes_from_scipy_for_every_dof():
+    assert math.isclose(t95(2), 4.302652729911275)
+    assert t95(12) == pytest.approx(stats.t.ppf(0.975, 12)) and t95(12) < t95(10)  # no table steps
     m, lo, hi = mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and math.isclose(hi - m, 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-6)
+    assert m == 2.0 and math.isclose(hi - m, t95(2) / math.sqrt(3))
     assert mean_ci([5.0])[1] == -math.inf
 
 
-@pytest.mark.parametrize("values,verdict", [
-    ([0.30, 0.32, 0.31], "reproduced"),
-    ([0.00, 0.01, -0.01], "not reproduced"),
-    ([0.00, 0.10, 0.05], "inconclusive"),  # CI straddles the threshold
-])
+@pytest.mark.parametrize("values,verdict", [(SETTLED, "reproduced"), (AGAINST, "not reproduced"),
+                                            (UNSETTLED, "inconclusive")])
 def test_each_outcome(values, verdict):
     v = evaluate(records({0.99: values}), RULE)
-    assert v.verdict == verdict and v.n_seeds == 3
-    assert v.lo <= v.mean <= v.hi
+    assert v.verdict == verdict and v.groups[0].n_seeds == 3
+    assert v.key.lo <= v.key.mean <= v.key.hi
 
 
-def test_less_than_rule():
-    v = evaluate(records({0.99: [0.0, 0.001, 0.002]}), {**RULE, "compare": "<", "threshold": 0.01})
-    assert v.verdict == "reproduced"
+def test_less_than_rule_and_strict_claims():
+    assert evaluate(records({0.99: [0.0, 0.001, 0.002]}), {**RULE, "compare": "<", "threshold": 0.01}).verdict == "reproduced"
+    # a claim of "> 0" measured exactly 0 in every seed is not reproduced (not left inconclusive)
+    assert evaluate(records({0.99: [0.0, 0.0, 0.0]}), {**RULE, "threshold": 0}).verdict == "not reproduced"
 
 
-def test_fewer_than_three_seeds_is_inconclusive():
-    v = evaluate(records({0.99: [0.3, 0.31]}, seeds=(0, 1)), RULE)
-    assert v.verdict == "inconclusive"
+def test_min_seeds_is_configurable():
+    two = records({0.99: [0.3, 0.31]}, seeds=(0, 1))
+    assert evaluate(two, RULE).verdict == "inconclusive"
+    assert evaluate(two, {**RULE, "min_seeds": 2}).verdict == "reproduced"
 
 
 def test_where_selects_rows_and_seeds_count_once():
     df = records({0.5: [-0.2, -0.2, -0.2], 0.99: [0.3, 0.3, 0.3]})
     df = pd.concat([df, df.assign(gap_test=df["gap_test"] + 0.1)])  # two rows per seed and group
     v = evaluate(df, {**RULE, "where": {"bn.momentum": 0.99}})
-    assert v.verdict == "reproduced" and v.n_seeds == 3 and math.isclose(v.mean, 0.35)
+    assert v.verdict == "reproduced" and v.key.n_seeds == 3 and math.isclose(v.key.mean, 0.35)
     assert evaluate(df, {**RULE, "where": {"bn.momentum": 0.5}}).verdict == "not reproduced"
 
 
@@ -60,31 +65,144 @@ def test_contrast_is_paired_by_seed():
     rule = {"claim": "C13", "metric": "acc", "contrast": {"factor": "norm", "a": "bn", "b": "none"},
             "compare": ">", "threshold": 0.0}
     v = evaluate(df, rule)
-    assert v.verdict == "reproduced" and math.isclose(v.mean, np.mean([0.2, 0.2, 0.19]))
+    assert v.verdict == "reproduced" and math.isclose(v.key.mean, np.mean([0.2, 0.2, 0.19]))
     assert "acc(norm=bn) - acc(norm=none)" in describe(rule)
 
 
-def test_by_factor_gives_depends_with_the_condition():
-    df = records({"unit": [0.3, 0.31, 0.32], "standard": [0.0, 0.001, -0.001]}, factor="data.scaling")
+def test_settled_group_is_not_hidden_behind_inconclusive():
+    df = records({"unit": SETTLED, "raw": UNSETTLED}, factor="data.scaling")
     v = evaluate(df, {**RULE, "by": "data.scaling"})
-    assert v.verdict == "depends: reproduced only for data.scaling in {unit}"
-    assert v.groups["standard"].verdict == "not reproduced"
+    assert v.verdict == "depends on data.scaling"
+    assert v.detail == "holds for unit; unsettled for raw"
+
+
+def test_depends_line_keeps_the_unsettled_groups():
+    df = records({"bn": SETTLED, "ln": AGAINST, "gn": UNSETTLED}, factor="norm")
+    v = evaluate(df, {**RULE, "by": "norm"})
+    assert v.verdict == "depends on norm" and v.detail == "holds for bn; fails for ln; unsettled for gn"
+
+
+def test_key_number_is_the_worst_group_never_a_pool():
+    df = records({"a": [0.9, 0.9, 0.9], "b": [0.2, 0.25, 0.3]}, factor="variant")
+    v = evaluate(df, {**RULE, "by": "variant"})
+    assert v.verdict == "reproduced"
+    assert v.key.label == "variant=b" and math.isclose(v.key.mean, 0.25)  # not the pooled 0.575
+
+
+def test_groups_come_from_the_rows_where_selected():
+    df = pd.concat([records({"keras3": SETTLED}, factor="semantics").assign(norm="bn"),
+                    records({"tf1": AGAINST}, factor="semantics").assign(norm="gn")])
+    v = evaluate(df, {**RULE, "where": {"norm": "bn"}, "by": "semantics"})
+    assert [g.label for g in v.groups] == ["semantics=keras3"] and v.verdict == "reproduced"
+
+
+def test_per_factor_combinations_and_numeric_order():
+    rows = []
+    for b in (10, 100, 30):
+        for s in ("unit", "raw"):
+            rows.append(records({b: SETTLED if (b, s) != (100, "raw") else AGAINST}, factor="train.batches").assign(**{"data.scaling": s}))
+    v = evaluate(pd.concat(rows), {**RULE, "by": ["train.batches", "data.scaling"]})
+    assert [g.label for g in v.groups][:2] == ["train.batches=10 & data.scaling=raw", "train.batches=10 & data.scaling=unit"]
+    assert [g.label.split(" & ")[0] for g in v.groups][::2] == ["train.batches=10", "train.batches=30", "train.batches=100"]
+    assert v.verdict == "depends on train.batches, data.scaling"
+    assert "fails for train.batches=100 & data.scaling=raw" in v.detail
+
+
+def test_predicted_split_is_a_reproduction():
+    df = records({"keras2_v1": SETTLED, "tf_keras": AGAINST, "keras3": AGAINST}, factor="semantics")
+    split = {**RULE, "by": "semantics", "expect": {"keras2_v1": "holds", "tf_keras": "fails", "keras3": "fails"}}
+    assert evaluate(df, split).verdict == "reproduced"
+    assert "predicted: holds for keras2_v1; fails for tf_keras, keras3" in describe(split)
+    wrong = records({"keras2_v1": SETTLED, "tf_keras": SETTLED, "keras3": AGAINST}, factor="semantics")
+    v = evaluate(wrong, split)
+    assert v.verdict == "depends on semantics" and v.detail == "holds for keras2_v1, keras3; fails for tf_keras"
+    backwards = records({"keras2_v1": AGAINST, "tf_keras": SETTLED, "keras3": SETTLED}, factor="semantics")
+    assert evaluate(backwards, split).verdict == "not reproduced"
+
+
+def test_a_group_without_a_prediction_is_never_dropped():
+    df = records({"bn": SETTLED, "none": SETTLED}, factor="norm")
+    v = evaluate(df, {**RULE, "by": "norm", "expect": {"bn": "holds"}})
+    assert v.verdict == "depends on norm" and "unsettled for none" in v.detail and "no predicted outcome" in v.detail
+
+
+@pytest.mark.parametrize("values,verdict", [
+    ([0.030, 0.032, 0.031], "reproduced"),       # CI above 0 and above the band 0 +- 0.005
+    ([0.001, -0.001, 0.0005], "not reproduced"),  # CI inside 0 +- 0.005: equivalent, no effect
+    ([-0.02, 0.03, 0.0], "inconclusive"),         # neither
+])
+def test_equivalence_margin(values, verdict):
+    rule = {"claim": "C12", "metric": "gain", "compare": ">", "threshold": 0.0, "margin": 0.005}
+    assert evaluate(records({2: values}, metric="gain"), rule).verdict == verdict
+    if verdict == "not reproduced":  # without a margin the same numbers settle nothing
+        assert evaluate(records({2: values}, metric="gain"), {**rule, "margin": None}).verdict == "inconclusive"
+
+
+def test_precondition_not_met_rows_are_not_evidence():
+    df = records({"keras3": SETTLED, "tf_keras": AGAINST}, factor="semantics").assign(flag_honoured=True)
+    df.loc[df["semantics"] == "tf_keras", "flag_honoured"] = False
+    rule = {**RULE, "by": "semantics", "precondition": "flag_honoured"}
+    v = evaluate(df, rule)
+    assert [g.verdict for g in v.groups] == ["reproduced", "precondition not met"]
+    assert v.verdict == "depends on semantics" and "precondition not met for tf_keras" in v.detail
+    assert v.excluded == 3
+    df["flag_honoured"] = 0
+    assert evaluate(df, rule).verdict == "precondition not met"
+    assert evaluate(df.drop(columns="flag_honoured"), rule).verdict == "precondition not met"
+    mixed = records({"keras3": SETTLED + [-5.0]}, seeds=(0, 1, 2, 3), factor="semantics")
+    mixed["flag_honoured"] = [1, 1, 1, 0]  # the one row whose flag was ignored would flip the verdict
+    assert evaluate(mixed, {**RULE, "precondition": "flag_honoured"}).verdict == "reproduced"
+
+
+def test_null_false_and_true_are_three_values():
+    rows = []
+    for value, values in ((None, SETTLED), (False, AGAINST), (True, UNSETTLED)):
+        rows += [{"seed": s, "base.training": value, "gap_test": x, "status": "ok"} for s, x in zip((0, 1, 2), values)]
+    df = pd.DataFrame(rows)
+    assert list(labels(df["base.training"]).unique()) == ["null", "false", "true"]
+    assert labels(df["base.training"].astype(object)).nunique() == 3
+    assert evaluate(df, {**RULE, "where": {"base.training": None}}).verdict == "reproduced"
+    assert evaluate(df, {**RULE, "where": {"base.training": False}}).verdict == "not reproduced"
+    v = evaluate(df, {**RULE, "by": "base.training"})
+    assert [g.label for g in v.groups] == ["base.training=false", "base.training=null", "base.training=true"]
+    ints = pd.DataFrame([{"seed": s, "flag": 1, "gap_test": 0.3, "status": "ok"} for s in range(3)])
+    assert evaluate(ints, {**RULE, "where": {"flag": True}}).verdict == "inconclusive"  # 1 is not true
 
 
 def test_failed_runs_are_ignored_and_missing_metric_is_inconclusive():
     df = records({0.99: [0.3, 0.31, 0.32]})
     df.loc[0, "status"] = "failed"
-    assert evaluate(df, RULE).n_seeds == 2
+    assert evaluate(df, RULE).key.n_seeds == 2
     assert evaluate(df, {**RULE, "where": {"nosuch": 1}}).verdict == "inconclusive"
 
 
 def test_expression_metrics():
     df = pd.DataFrame({"seed": [0, 1, 2], "a": [0.9, 0.9, 0.9], "b": [0.5, 0.52, 0.51], "status": "ok"})
-    v = evaluate(df, {"claim": "X", "metric": "a - b", "compare": ">", "threshold": 0.2})
-    assert v.verdict == "reproduced"
+    assert evaluate(df, {"claim": "X", "metric": "a - b", "compare": ">", "threshold": 0.2}).verdict == "reproduced"
 
 
-def test_by_factor_partly_settled_says_which_groups():
-    df = records({"unit": [0.0, 0.001, -0.001], "raw": [0.0, 0.1, 0.05]}, factor="data.scaling")
-    v = evaluate(df, {**RULE, "by": "data.scaling"})
-    assert v.verdict == "inconclusive (not reproduced for data.scaling in {unit}; inconclusive for data.scaling in {raw})"
+def test_malformed_rules_fail_with_the_rule_named():
+    with pytest.raises(ValueError, match="compare"):
+        evaluate(records({0.99: SETTLED}), {**RULE, "compare": ">="})
+    with pytest.raises(ValueError, match="expect needs exactly one `by`"):
+        evaluate(records({0.99: SETTLED}), {**RULE, "expect": {"a": "holds"}})
+
+
+def _rules(*verdict_values):
+    return [evaluate(records({0.99: v}), RULE, f"C01.{i + 1}") for i, v in enumerate(verdict_values)]
+
+
+def test_claim_combines_its_rules_as_declared():
+    assert combine("C01", _rules(SETTLED, SETTLED)).verdict == "reproduced"
+    assert combine("C01", _rules(SETTLED, UNSETTLED)).verdict == "inconclusive"
+    all_ = combine("C01", _rules(SETTLED, UNSETTLED, AGAINST))
+    assert all_.verdict == "not reproduced" and all_.deciding.label == "C01.3" and "all of 3 rules" in all_.combine
+    assert combine("C01", _rules(AGAINST, SETTLED), "any").verdict == "reproduced"
+    primary = combine("C01", _rules(UNSETTLED, AGAINST), "primary", primary="C01.1")
+    assert primary.verdict == "inconclusive" and primary.deciding.label == "C01.1"
+    split = evaluate(records({"unit": SETTLED, "raw": UNSETTLED}, factor="data.scaling"), {**RULE, "by": "data.scaling"},
+                     "C01.9")
+    c = combine("C01", [*_rules(SETTLED), split])
+    assert c.verdict == "depends on data.scaling" and c.detail == "C01.9: holds for unit; unsettled for raw"
+    with pytest.raises(ValueError, match="primary rule"):
+        combine("C01", _rules(SETTLED), "primary", primary="nosuch")
