@@ -84,7 +84,7 @@ def key_numbers(rec: dict) -> list[str]:
                      "costs nothing here.")
     elif isinstance(precise, (int, float)) and abs(batch - precise) < 0.02:
         lines.append(f"  Inference with the moving statistics loses {100 * gap:.1f} points that recomputed "
-                     f"population statistics recover: the moving averages are stale, not the weights wrong.")
+                     f"population statistics recover: the moving averages, not the trained weights, are off.")
     else:
         lines.append(f"  Inference with the moving statistics differs by {100 * gap:.1f} points from batch "
                      f"statistics{' and population statistics do not close it' if pop else ''}: BN's inference "

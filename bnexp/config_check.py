@@ -324,6 +324,10 @@ def validate(cfg: dict) -> None:
     bn_training = cfg.get("bn", {}).get("training")
     if bn_training not in (None, True, False):
         raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")
+    if cfg.get("log", {}).get("tensorboard") not in (None, True, False):
+        raise UserError(f"log.tensorboard must be true or false, got {cfg['log']['tensorboard']!r}")
+    if cfg.get("log", {}).get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard")
     _data(cfg)
     _allowed(cfg, scenario)
     _paths(cfg)
