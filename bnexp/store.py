@@ -51,9 +51,9 @@ def record_problem(rec) -> str | None:
 def os_error_line(e: OSError) -> str:
     """One line for a failed write or read: which file, and what the system said."""
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-            errno.EROFS: "the folder is read-only", errno.EACCES: "permission denied"}.get(e.errno, e.strerror)
-    where = f" ({e.filename})" if e.filename else ""
-    return f"cannot write{where}: {what or e}"
+            errno.EROFS: "the folder is read-only", errno.EACCES: "permission denied"}.get(e.errno)
+    where = e.filename or "a file"
+    return f"cannot write {where}: {what}" if what else f"{where}: {e.strerror or e}"
 
 
 def identity(cfg: dict) -> dict:

@@ -54,8 +54,10 @@ def default_results_dir(sweep_name: str, extra: list[str]) -> list[str]:
     """`extra` plus the sweep's own `results_dir` (the reference sweep: the committed results/) unless the
     user chose a folder; every other sweep writes where single runs do (paths.results_dir's default)."""
     chosen = any(e.startswith("paths.results_dir=") for e in extra) or "BNEXP_RESULTS" in os.environ
+    if chosen or sweep_name not in _sweep_names():  # an unknown sweep: plan() says so
+        return extra
     own = OmegaConf.load(CONFIG_DIR / "sweep" / f"{sweep_name}.yaml").get("results_dir")
-    return extra if chosen or own is None else [*extra, f"paths.results_dir={own}"]
+    return extra if own is None else [*extra, f"paths.results_dir={own}"]
 
 
 def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tuple[dict, dict[str, list[str]], list[Point], str]:
