@@ -26,7 +26,7 @@ from filelock import FileLock
 from bnexp.errors import UserError
 
 # Config keys that do not change a run's numbers, so they are not part of its identity.
-NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "log", "train.timeout_s")
+NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "log", "train.timeout_s", "scenario.allowed")
 RECORD = "metrics.json"
 STATUSES = ("ok", "failed", "diverged")
 

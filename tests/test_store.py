@@ -23,6 +23,9 @@ def test_run_id_depends_on_science_not_on_paths_or_timeouts():
     assert run_id(CFG) != run_id({**CFG, "seed": 2})
     assert run_id(CFG) != run_id({**CFG, "bn": {"momentum": 0.99}})
     assert "paths" not in identity(CFG) and "timeout_s" not in identity(CFG)["train"]
+    # what a scenario accepts and where a run logs are no part of it either
+    documented = {**CFG, "scenario": {"name": "momentum", "allowed": {"norm": ["bn"]}}, "log": {"tensorboard": True}}
+    assert run_id(documented) == run_id(CFG)
 
 
 def test_flatten_uses_dotted_keys():
