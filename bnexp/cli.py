@@ -201,7 +201,7 @@ def _kept() -> str:
 def report(argv: list[str]) -> None:
     from bnexp import report as report_mod
 
-    results_dir = "results/local"
+    results_dir = os.environ.get("BNEXP_RESULTS", "results/local")
     for a in argv:
         if a.startswith("paths.results_dir="):
             results_dir = a.split("=", 1)[1]
