@@ -49,23 +49,25 @@ def _one_line(text) -> str:
 
 
 def _follow(log_dir_glob: str, parent: Path, stop: threading.Event) -> None:
-    """Echo the child's compact `progress:` lines from its log while a single run trains."""
-    log, pos = None, 0
-    while not stop.is_set():
+    """Echo the child's compact `progress:` lines from its log while a single run trains (the file stays
+    open, so the lines written last are read even after the run's folder is renamed into place)."""
+    log = None
+    while True:
         if log is None:
             found = sorted(parent.glob(log_dir_glob))
-            log = found[0] / "log.txt" if found else None
-        if log is not None:
             try:
-                with open(log) as f:
-                    f.seek(pos)
-                    for line in f.readlines():
-                        if line.startswith("progress: "):
-                            print("  " + line[len("progress: "):].rstrip(), flush=True)
-                    pos = f.tell()
+                log = open(found[0] / "log.txt") if found else None
             except OSError:
-                pass
+                log = None
+        if log is not None:
+            for line in log.readlines():
+                if line.startswith("progress: "):
+                    print("  " + line[len("progress: "):].rstrip(), flush=True)
+        if stop.is_set():
+            break
         stop.wait(0.5)
+    if log is not None:
+        log.close()
 
 
 def key_numbers(rec: dict) -> list[str]:
@@ -118,14 +120,17 @@ def task(cfg) -> dict | None:
                       f"{store.path(scenario, rid) / 'metrics.json'}")
                 return {"run_id": rid, "status": "ok"}
             stop = threading.Event()
+            follower = threading.Thread(target=_follow, daemon=True,
+                                        args=(f".tmp-{rid}-{os.getpid()}-*", store.runs / scenario, stop))
             if single:
                 print(f"bnexp: {scenario} {rid} running (semantics {resolved['semantics']})", flush=True)
-                threading.Thread(target=_follow, args=(f".tmp-{rid}-{os.getpid()}-*", store.runs / scenario, stop),
-                                 daemon=True).start()
+                follower.start()
             try:
                 record, where = runner.execute(resolved, store, force=force)
             finally:
                 stop.set()
+                if follower.is_alive():
+                    follower.join(timeout=5)
     except OSError as e:  # disk full, folder gone read-only: nothing of this run is kept
         message = f"{os_error_line(e)}; this run was not kept (records already in {store.root} are); " \
                   f"fix that and run the same command again"
