@@ -207,6 +207,10 @@ def _data(cfg: dict) -> None:
         if bad or not isinstance(classes, list) or len(set(ids)) != len(ids):
             raise UserError(f"data.classes must be null or a list of distinct class ids in 0..{sizes['classes'] - 1} "
                             f"({data['name']} has {sizes['classes']} classes), got {classes!r}")
+    raw = data.get("raw_dir")
+    if raw and Path(raw).exists() and not (Path(raw).is_dir() and os.access(raw, os.R_OK | os.X_OK)):
+        raise UserError(f"data.raw_dir={raw!r} is not a readable folder; give the folder of the IDX files "
+                        f"or data.raw_dir=null")
     available = data.get("train_size") or sizes["train"]
     if cfg["train"]["batch_size"] > available:
         raise UserError(f"train.batch_size={cfg['train']['batch_size']} exceeds the {available} training samples; "

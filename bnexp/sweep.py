@@ -28,6 +28,7 @@ from bnexp.errors import UserError
 from bnexp.runner import _die_with_parent
 from bnexp.store import Store, os_error_line, run_id
 
+
 @dataclass
 class Point:
     scenario: str

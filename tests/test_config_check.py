@@ -74,6 +74,7 @@ BAD_INPUT = [
     (["run", "train.batch_size=600", "data.train_size=500"], {}, "train.batch_size=600 exceeds the 500 training samples"),
     (["run", "paths.results_dir="], {}, "paths.results_dir is empty ('')"),
     (["run", "paths.cache_dir=/proc/x"], {}, "paths.cache_dir='/proc/x' is not a writable folder"),
+    (["run", "data.raw_dir=/etc/hostname"], {}, "data.raw_dir='/etc/hostname' is not a readable folder"),
     (["run", "scenario=weights_order", "norm=gn"], {}, "norm='gn' is not valid for scenario weights_order: norm must be one of bn"),
     (["run", "scenario=variance", "variance.curve_batches=abc"], {},
      "variance.curve_batches='abc' is not valid for scenario variance: variance.curve_batches must be a whole number >= 1"),
