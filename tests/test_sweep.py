@@ -103,7 +103,7 @@ def _sweep_proc(results, cache_dir, *extra):
 
 def test_two_sweeps_on_one_folder_run_each_run_once(tmp_path, cache_dir):
     results = tmp_path / "r"
-    procs = [_sweep_proc(results, cache_dir, "train.batches=4") for _ in range(2)]  # 2 runs (scalings)
+    procs = [_sweep_proc(results, cache_dir, "train.batches=4", "hydra/launcher=basic") for _ in range(2)]  # 2 runs
     outs = [p.communicate(timeout=400) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     recs = records(results, "momentum")
@@ -117,17 +117,17 @@ def test_two_sweeps_on_one_folder_run_each_run_once(tmp_path, cache_dir):
 
 def test_ctrl_c_exits_130_and_the_sweep_resumes(tmp_path, cache_dir):
     results = tmp_path / "r"
-    proc = _sweep_proc(results, cache_dir, "train.batches=4")
+    proc = _sweep_proc(results, cache_dir, "train.batches=4", "hydra/launcher=basic")
     deadline = time.time() + 240
-    while not list(results.glob("runs/momentum/*")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)  # a run has started (its temp folder) or finished
+    while not list(results.glob("runs/momentum/.tmp-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the first run is training (its temp folder exists)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("bnexp: interrupted; ") and last.endswith("; resume with the same command")
-    out = bnexp([*SWEEP, "train.batches=4"], results, cache_dir).stdout
+    out = bnexp([*SWEEP, "train.batches=4", "hydra/launcher=basic"], results, cache_dir).stdout
     assert "already done" in out
     recs = records(results, "momentum")
     assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
