@@ -1,4 +1,5 @@
-"""Bad input: one clear message, before any TensorFlow import (unit level) and through the CLI."""
+"""Bad input: one clear line, before any TensorFlow import, at unit level and through the CLI (in-process,
+with process creation forbidden, and once in a fresh interpreter that must not have imported TensorFlow)."""
 
 import copy
 import os
@@ -11,7 +12,6 @@ from omegaconf import OmegaConf
 from bnexp import CONFIG_DIR
 from bnexp.config_check import validate
 from bnexp.errors import UserError
-from tests.conftest import bnexp
 
 
 @pytest.fixture(scope="module")
