@@ -239,7 +239,8 @@ def _writable_cache(folder: str) -> None:
                         f"paths.cache_dir=... or BNEXP_CACHE=...") from None
 
 
-# `scenario.allowed` rules: a list of values, or a mapping {min, max, above, below, integer, also, multiple_of}.
+# `scenario.allowed` rules: a list of values, or a mapping {min, max, above, below, integer, also, multiple_of};
+# either can hold only for some settings: {when: {key: value or [values]}, values: <rule>}.
 def _describe(rule) -> str:
     if isinstance(rule, list):
         return ", ".join("null" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in rule)
@@ -284,13 +285,20 @@ def _fits(value, rule, cfg: dict) -> bool:
 def _allowed(cfg: dict, scenario: dict) -> None:
     name = scenario["name"]
     for key, rule in (scenario.get("allowed") or {}).items():
+        context = ""
+        if isinstance(rule, dict) and "when" in rule:
+            when = {k: v if isinstance(v, list) else [v] for k, v in rule["when"].items()}
+            if not all(any(_same(_get(cfg, k), v) for v in vs) for k, vs in when.items()):
+                continue
+            context = " with " + " ".join(f"{k}={_get(cfg, k)}" for k in when)
+            rule = rule["values"]
         value = _get(cfg, key)
         items = value if isinstance(value, list) else [value]
         for v in items:
             if not _fits(v, rule, cfg):
                 shown = "nothing" if v is _ABSENT else repr(value if v is value else v)
                 each = "each entry of " if isinstance(value, list) else ""
-                raise UserError(f"{key}={shown} is not valid for scenario {name}: {each}{key} must be "
+                raise UserError(f"{key}={shown} is not valid for scenario {name}{context}: {each}{key} must be "
                                 f"{'one of ' if isinstance(rule, list) else ''}{_describe(rule)}")
 
 

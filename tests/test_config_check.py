@@ -81,6 +81,8 @@ BAD_INPUT = [
     (["run", "scenario=frozen_base", "base.trainable=maybe"], {},
      "base.trainable='maybe' is not valid for scenario frozen_base: base.trainable must be one of true, false"),
     (["run", "scenario=checkpoint", "checkpoint.strategy=all"], {}, "checkpoint.strategy='all' is not valid"),
+    (["run", "scenario=checkpoint", "model=resnet_tiny"], {},
+     "model.name='resnet_tiny' is not valid for scenario checkpoint with semantics=tf1: model.name must be one of small_cnn, mlp"),
     (["run", "scenario=momentum", "momentum.replay=[0.5,1.5]"], {},
      "each entry of momentum.replay must be a number >= 0 and < 1 or exp"),
     (["run", "scenario=bn_benefit", "train.batches=30"], {}, "a multiple of bn_benefit.eval_every"),
