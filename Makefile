@@ -4,6 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 SWEEP   ?= reference
 ARGS    ?=
+RESULTS ?= results/local
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -26,17 +27,18 @@ data:  ## install Debian's dataset-fashion-mnist where apt exists and the files 
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
-run: setup  ## one run: make run ARGS="scenario=frozen_base seed=1"
-	$(BIN)/python -m bnexp run $(ARGS)
+run: setup  ## one run -> results/local/: make run ARGS="scenario=frozen_base seed=1"
+	$(BIN)/bnexp run $(ARGS)
 
-sweep: setup  ## every scenario's reference grid, 3 seeds, then the report (SWEEP=quick for the smoke grid)
-	$(BIN)/python -m bnexp sweep sweep=$(SWEEP) $(ARGS)
+sweep: setup  ## every scenario's reference grid, 3 seeds, then the report -> results/ (the committed report)
+	@echo "make sweep: sweep=$(SWEEP) writes to $$( [ "$(SWEEP)" = reference ] && echo 'results/ (the committed report, tables, figures)' || echo 'results/local/ (git-ignored)')"
+	$(BIN)/bnexp sweep sweep=$(SWEEP) $(ARGS)
 
-quick: setup  ## the smoke grid (sweep=quick) and its report
-	$(BIN)/python -m bnexp sweep sweep=quick $(ARGS)
+quick: setup  ## the smoke grid (sweep=quick) and its report -> results/local/ (git-ignored)
+	$(BIN)/bnexp sweep sweep=quick $(ARGS)
 
-report: setup  ## rebuild tables, figures and results/report.md from stored runs
-	$(BIN)/python -m bnexp report $(ARGS)
+report: setup  ## rebuild the report of the runs in results/local/ (RESULTS=results: the reference runs)
+	$(BIN)/bnexp report paths.results_dir=$(RESULTS) $(ARGS)
 
 test: setup  ## the test suite without slow tests (< 10 min on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
@@ -47,6 +49,6 @@ test-all: setup  ## every test, slow ones included
 bench: setup  ## benchmarks: harness vs plain Keras, start-up, sweep throughput -> results/bench.md
 	$(BIN)/python -m bnexp.bench $(ARGS)
 
-clean:  ## remove raw runs, caches and the venv (committed results stay)
-	rm -rf results/runs results/.hydra $(VENV) .pytest_cache
+clean:  ## remove raw runs, your own results, caches and the venv (committed results stay)
+	rm -rf results/runs results/local results/.hydra results/.locks $(VENV) .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,44 +1,305 @@
-"""Checks on a resolved config that run before any TensorFlow import, each failing with one clear line."""
+"""Checks on configs that run before any TensorFlow import, each failing with one line that names the key,
+the bad value and what is valid.
+
+`compose` turns command-line overrides into the resolved configs of every run they ask for (unknown keys and
+config-group options are caught here, with a "did you mean", instead of Hydra's `+key` advice); `validate`
+checks one resolved config: names, numbers (finite, in range), sizes and class ids against the dataset, the
+scenario's declared `scenario.allowed` choices, and the paths.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import itertools
+import math
 import numbers
+import os
+import uuid
+from functools import lru_cache
+from pathlib import Path
 
+from bnexp import CONFIG_DIR
 from bnexp.errors import UserError
-from bnexp.names import DATASETS, DEVICES, FLAG_STYLES, MODELS, NORMS, OPTIMIZERS, SCALINGS, SEMANTICS, SHIFTS
+from bnexp.names import (DATASET_SIZES, DATASETS, DEVICES, FLAG_STYLES, MODELS, NORMS, OPTIMIZERS, SCALINGS,
+                         SEMANTICS, SHIFTS)
+
+GROUPS = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
+_ABSENT = object()
 
 
 def scenario_configs() -> dict[str, dict]:
-    """Every scenario config: name -> its `scenario` node (claims, semantics, verdict rules, ...)."""
+    """Every scenario config: name -> its `scenario` node (claims, semantics, allowed, verdict rules, ...)."""
     from omegaconf import OmegaConf
-
-    from bnexp import CONFIG_DIR
 
     return {f.stem: OmegaConf.to_container(OmegaConf.load(f)).get("scenario", {})
             for f in sorted((CONFIG_DIR / "scenario").glob("*.yaml"))}
 
 
-def _choice(value, valid, key: str) -> None:
-    if value not in valid:
-        raise UserError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+def check_environment() -> None:
+    """BNEXP_JOBS (parallel local runs) must be a whole number >= 1 when set."""
+    jobs = os.environ.get("BNEXP_JOBS")
+    if jobs is not None and not (jobs.strip().isdigit() and int(jobs) >= 1):
+        raise UserError(f"BNEXP_JOBS={jobs!r} must be a whole number >= 1 (local runs in parallel; unset: 2)")
 
 
-def _number(cfg: dict, key: str, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+# ---------------------------------------------------------------- overrides -> configs
+
+
+def is_group(key: str) -> bool:
+    """`scenario`, `data`, `hydra/launcher`: a config-group choice, not a value."""
+    return key.lstrip("+~").split("/")[0] in GROUPS and "." not in key
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """The cartesian product of comma/range sweeps in `overrides`, as lists of single overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # Hydra's grammar error: its first line says which override and where
+        raise UserError(f"cannot parse the overrides: {str(e).splitlines()[0]}") from None
+    axes = []
+    for o in parsed:
+        key = o.input_line.split("=", 1)[0]
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        axes.append([f"{key}={v}" for v in values])
+    return [list(p) for p in itertools.product(*axes)]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _hint(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _compose_groups(groups: tuple[str, ...]):
+    from hydra import compose
+
+    try:
+        return compose("config", overrides=list(groups))
+    except Exception as e:
+        for g in groups:  # an unknown option of a group: name it and list the valid ones
+            key, _, value = g.lstrip("+~").partition("=")
+            if "/" not in key and key in GROUPS and value not in _options(key):
+                raise UserError(f"unknown {key} {value!r}{_hint(value, _options(key))}; "
+                                f"valid: {', '.join(_options(key))}") from None
+        raise UserError(f"cannot compose the config: {str(e).splitlines()[0]}") from None
+
+
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in node.items():
+        out.append(f"{prefix}{k}")
+        if isinstance(v, dict):
+            out.extend(_leaf_keys(v, f"{prefix}{k}."))
+    return out
+
+
+def _unknown_key(cfg: dict, key: str) -> UserError:
+    known = _leaf_keys(cfg)
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    siblings = [k.rsplit(".", 1)[-1] for k in known if (k.rsplit(".", 1)[0] if "." in k else "") == parent]
+    where = f"keys under {parent}" if parent else "top-level keys"
+    return UserError(f"unknown key {key}{_hint(key, known)}; {where}: {', '.join(siblings)}")
+
+
+def compose(overrides: list[str]) -> list[dict]:
+    """The resolved, validated config of every run that `overrides` (comma lists sweep) asks for.
+
+    Keys that no config has are rejected, `+key` included: nothing would read them, so a misspelt key
+    would silently do nothing.
+    """
+    from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    out, cache = [], {}
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for point in expand(overrides):
+            groups = tuple(p for p in point if is_group(p.split("=", 1)[0]))
+            if groups not in cache:  # compose once per config-group choice, then set plain values
+                cache[groups] = _compose_groups(groups)
+            cfg = cache[groups].copy()
+            plain = OmegaConf.to_container(cfg)
+            values = [p for p in point if not is_group(p.split("=", 1)[0]) and not p.startswith("hydra.")]
+            for o in OverridesParser.create().parse_overrides(values):
+                key = o.key_or_group.lstrip("+~")
+                if _get(plain, key) is _ABSENT:
+                    raise _unknown_key(plain, key)
+                OmegaConf.update(cfg, key, o.value(), force_add=True)
+            try:
+                resolved = OmegaConf.to_container(cfg, resolve=True)
+            except Exception as e:  # e.g. ${oc.env:...} that does not resolve
+                raise UserError(f"cannot resolve the config: {str(e).splitlines()[0]}") from None
+            validate(resolved)
+            out.append(resolved)
+    return out
+
+
+# ---------------------------------------------------------------- one resolved config
+
+
+def _get(cfg: dict, key: str):
     node = cfg
     for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _choice(value, valid, key: str) -> None:
+    if value not in valid:
+        raise UserError(f"unknown {key} {value!r}{_hint(str(value), valid)}; valid: {', '.join(valid)}")
+
+
+def _number(cfg: dict, key: str, lo=None, hi=None, lo_open=False, hi_open=False, integer=False,
+            optional=False) -> None:
+    node = _get(cfg, key)
+    if optional and node in (None, _ABSENT):
+        return
     kind = "a whole number" if integer else "a number"
     lo_b, hi_b = ("(" if lo_open else "["), (")" if hi_open else "]")
     span = f" in {lo_b}{lo}, {hi if hi is not None else 'inf'}{hi_b}" if lo is not None else ""
-    bad = (not isinstance(node, numbers.Real) or isinstance(node, bool)
-           or (integer and not float(node).is_integer()))
+    bad = not _is_number(node) or not math.isfinite(node) or (integer and not float(node).is_integer())
     if not bad and lo is not None:
         bad = node < lo or (lo_open and node == lo)
     if not bad and hi is not None:
         bad = node > hi or (hi_open and node == hi)
     if bad:
-        raise UserError(f"{key} must be {kind}{span}, got {node!r}")
+        got = "nothing" if node is _ABSENT else repr(node)
+        raise UserError(f"{key} must be {kind}{span}{' or null' if optional else ''}, got {got}")
+
+
+def _finite_and_not_empty(node, prefix: str = "") -> None:
+    """No NaN or infinity anywhere, and no empty list: each would run and record nonsense."""
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            _finite_and_not_empty(v, key + ".")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{key} must be a finite number, got {v}")
+        elif isinstance(v, list):
+            if not v:
+                raise UserError(f"{key} is an empty list; give at least one value (or null where allowed)")
+            bad = [x for x in v if isinstance(x, float) and not math.isfinite(x)]
+            if bad:
+                raise UserError(f"{key} must hold finite numbers, got {bad[0]}")
+
+
+def _data(cfg: dict) -> None:
+    data = cfg.get("data", {})
+    sizes = DATASET_SIZES[data["name"]]
+    for split in ("train", "test"):
+        _number(cfg, f"data.{split}_size", 1, sizes[split], integer=True, optional=True)
+    classes = data.get("classes")
+    if classes is not None:
+        ids = classes if isinstance(classes, list) else [classes]
+        bad = [c for c in ids if not _is_number(c) or not float(c).is_integer() or not 0 <= c < sizes["classes"]]
+        if bad or not isinstance(classes, list) or len(set(ids)) != len(ids):
+            raise UserError(f"data.classes must be null or a list of distinct class ids in 0..{sizes['classes'] - 1} "
+                            f"({data['name']} has {sizes['classes']} classes), got {classes!r}")
+    raw = data.get("raw_dir")
+    if raw and Path(raw).exists() and not (Path(raw).is_dir() and os.access(raw, os.R_OK | os.X_OK)):
+        raise UserError(f"data.raw_dir={raw!r} is not a readable folder; give the folder of the IDX files "
+                        f"or data.raw_dir=null")
+    available = data.get("train_size") or sizes["train"]
+    if cfg["train"]["batch_size"] > available:
+        raise UserError(f"train.batch_size={cfg['train']['batch_size']} exceeds the {available} training samples; "
+                        f"lower train.batch_size or raise data.train_size")
+
+
+def _paths(cfg: dict) -> None:
+    paths = cfg.get("paths", {})
+    for key in ("results_dir", "cache_dir"):
+        value = paths.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"paths.{key} is empty ({value!r}); give a folder, e.g. paths.{key}=results/local")
+    _writable_cache(paths["cache_dir"])
+
+
+@lru_cache(maxsize=None)
+def _writable_cache(folder: str) -> None:
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"paths.cache_dir={folder!r} is not a writable folder ({e.strerror}); choose another with "
+                        f"paths.cache_dir=... or BNEXP_CACHE=...") from None
+
+
+# `scenario.allowed` rules: a list of values, or a mapping {min, max, above, below, integer, also, multiple_of};
+# either can hold only for some settings: {when: {key: value or [values]}, values: <rule>}.
+def _describe(rule) -> str:
+    if isinstance(rule, list):
+        return ", ".join("null" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in rule)
+    parts = []
+    if "min" in rule or "above" in rule:
+        parts.append(f">= {rule['min']}" if "min" in rule else f"> {rule['above']}")
+    if "max" in rule or "below" in rule:
+        parts.append(f"<= {rule['max']}" if "max" in rule else f"< {rule['below']}")
+    text = ("a whole number" if rule.get("integer") else "a number") + (" " + " and ".join(parts) if parts else "")
+    if "multiple_of" in rule:
+        text += f" and a multiple of {rule['multiple_of']}"
+    if rule.get("also"):
+        text += " or " + _describe(rule["also"])
+    return text
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    return a == b
+
+
+def _fits(value, rule, cfg: dict) -> bool:
+    if isinstance(rule, list):
+        return any(_same(value, r) for r in rule)
+    if any(_same(value, r) for r in rule.get("also", [])):
+        return True
+    if not _is_number(value) or not math.isfinite(value):
+        return False
+    if rule.get("integer") and not float(value).is_integer():
+        return False
+    if ("min" in rule and value < rule["min"]) or ("max" in rule and value > rule["max"]):
+        return False
+    if ("above" in rule and value <= rule["above"]) or ("below" in rule and value >= rule["below"]):
+        return False
+    if "multiple_of" in rule:
+        other = _get(cfg, rule["multiple_of"])
+        return _is_number(other) and other > 0 and value % other == 0
+    return True
+
+
+def _allowed(cfg: dict, scenario: dict) -> None:
+    name = scenario["name"]
+    for key, rule in (scenario.get("allowed") or {}).items():
+        context = ""
+        if isinstance(rule, dict) and "when" in rule:
+            when = {k: v if isinstance(v, list) else [v] for k, v in rule["when"].items()}
+            if not all(any(_same(_get(cfg, k), v) for v in vs) for k, vs in when.items()):
+                continue
+            context = " with " + " ".join(f"{k}={_get(cfg, k)}" for k in when)
+            rule = rule["values"]
+        value = _get(cfg, key)
+        items = value if isinstance(value, list) else [value]
+        for v in items:
+            if not _fits(v, rule, cfg):
+                shown = "nothing" if v is _ABSENT else repr(value if v is value else v)
+                each = "each entry of " if isinstance(value, list) else ""
+                raise UserError(f"{key}={shown} is not valid for scenario {name}{context}: {each}{key} must be "
+                                f"{'one of ' if isinstance(rule, list) else ''}{_describe(rule)}")
 
 
 def validate(cfg: dict) -> None:
@@ -47,6 +308,7 @@ def validate(cfg: dict) -> None:
     name = scenario.get("name")
     if not name or importlib.util.find_spec(f"experiments.{name}") is None:
         raise UserError(f"scenario {name!r} has no protocol module experiments/{name}.py")
+    _finite_and_not_empty({k: v for k, v in cfg.items() if k not in ("hydra", "scenario", "sweep")})
     _choice(cfg.get("semantics"), list(SEMANTICS), "semantics")
     allowed = scenario.get("semantics")
     if allowed and cfg["semantics"] not in allowed:
@@ -67,7 +329,17 @@ def validate(cfg: dict) -> None:
     _number(cfg, "train.batch_size", 1, integer=True)
     _number(cfg, "train.lr", 0, lo_open=True)
     _number(cfg, "train.timeout_s", 0, lo_open=True)
+    _number(cfg, "train.epochs", 0, lo_open=True, optional=True)
+    for key in ("eval_batch_size", "precise_batches", "precise_batch_size"):
+        _number(cfg, f"probe.{key}", 1, integer=True)
     _number(cfg, "seed", 0, integer=True)
     bn_training = cfg.get("bn", {}).get("training")
     if bn_training not in (None, True, False):
         raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")
+    if cfg.get("log", {}).get("tensorboard") not in (None, True, False):
+        raise UserError(f"log.tensorboard must be true or false, got {cfg['log']['tensorboard']!r}")
+    if cfg.get("log", {}).get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard")
+    _data(cfg)
+    _allowed(cfg, scenario)
+    _paths(cfg)

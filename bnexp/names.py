@@ -35,3 +35,10 @@ SEMANTICS = {
 }
 # Semantics that run on tf-keras: TF_USE_LEGACY_KERAS=1 must be set before TensorFlow is imported.
 LEGACY = {"tf_keras", "keras2_v1", "tf1"}
+
+# Sizes of each dataset's splits and its class count: a config asking for more fails before TensorFlow starts.
+DATASET_SIZES = {
+    "fashion_mnist": {"train": 60000, "test": 10000, "classes": 10},
+    "mnist": {"train": 60000, "test": 10000, "classes": 10},
+    "cifar10": {"train": 50000, "test": 10000, "classes": 10},
+}

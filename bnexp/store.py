@@ -12,6 +12,7 @@ the resolved config minus what cannot change the numbers (paths, launcher, timeo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,15 +21,43 @@ import sys
 import uuid
 from pathlib import Path
 
+from filelock import FileLock
+
 from bnexp.errors import UserError
 
 # Config keys that do not change a run's numbers, so they are not part of its identity.
-# What a run's identity leaves out: where it writes, how it is launched, and how the report judges and
-# draws a scenario (its claim texts, rules, figures, allowed choices): none of these changes the run.
-NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s", "worker",
+# What a run's identity leaves out: where it writes, how it is launched and logged, and how the report
+# judges and draws a scenario (claim texts, rules, figures, allowed choices): none of these changes the run.
+NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "log", "train.timeout_s", "worker",
                 "scenario.description", "scenario.claim_text", "scenario.verdicts", "scenario.report",
                 "scenario.figures", "scenario.allowed")
 RECORD = "metrics.json"
+STATUSES = ("ok", "failed", "diverged")
+
+
+def record_problem(rec) -> str | None:
+    """Why `rec` (parsed JSON) is not a usable record, or None: a JSON object with a run id, a known status
+    and, for an ok run, numbers in every accuracy field."""
+    if not isinstance(rec, dict):
+        return f"not a JSON object but {type(rec).__name__}"
+    if not isinstance(rec.get("run_id"), str) or not isinstance(rec.get("scenario"), str):
+        return "no run_id or scenario"
+    if rec.get("status") not in STATUSES:
+        return f"status {rec.get('status')!r} is not one of {', '.join(STATUSES)}"
+    for key, value in rec.items():
+        metric = key.rsplit(".", 1)[-1]
+        if metric.startswith("acc_") and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key}={value!r} is not a number"
+    return None
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for a failed write or read: which file, and what the system said."""
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the folder is read-only", errno.EACCES: "permission denied"}.get(e.errno)
+    where = e.filename or "a file"
+    return f"cannot write {where}: {what}" if what else f"{where}: {e.strerror or e}"
 
 
 def identity(cfg: dict) -> dict:
@@ -83,6 +112,27 @@ class Store:
     def __init__(self, results_dir: str | os.PathLike):
         self.root = Path(results_dir)
         self.runs = self.root / "runs"
+        self._reported: set[Path] = set()  # bad records already reported by this process
+
+    def lock(self, scenario: str, rid: str) -> FileLock:
+        """Held while a run is checked, run and committed: a second sweep on this folder waits, then skips."""
+        folder = self.root / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(folder / f"{scenario}-{rid}.lock")
+
+    def _read(self, f: Path, then: str) -> dict | None:
+        """The record in `f`, or None if it is unreadable or invalid (reported once per process)."""
+        try:
+            rec = json.loads(f.read_text())
+            problem = record_problem(rec)
+        except (OSError, ValueError) as e:
+            problem = str(e)
+        if problem is None:
+            return rec
+        if f not in self._reported:
+            self._reported.add(f)
+            print(f"bnexp: bad record {f} ({problem}); {then}", file=sys.stderr)
+        return None
 
     def check_writable(self) -> None:
         """Fail fast, before any training, if records could not be written."""
@@ -103,11 +153,7 @@ class Store:
         f = self.path(scenario, rid) / RECORD
         if not f.exists():
             return None
-        try:
-            return json.loads(f.read_text())
-        except (OSError, ValueError) as e:
-            print(f"bnexp: corrupt record {f} ({e}); the run will be redone", file=sys.stderr)
-            return None
+        return self._read(f, "the run will be redone")
 
     def begin(self, scenario: str, rid: str) -> Path:
         """A fresh temp folder where a run writes its files before `commit`."""
@@ -120,7 +166,11 @@ class Store:
 
     def commit(self, tmp: Path, scenario: str, rid: str, record: dict) -> Path:
         """Write the record into `tmp` (fsynced), then rename the folder into place atomically."""
-        _write_atomic(tmp / RECORD, json.dumps(record, indent=1, sort_keys=True, default=str))
+        try:
+            _write_atomic(tmp / RECORD, json.dumps(record, indent=1, sort_keys=True, default=str))
+        except OSError:  # disk full, folder gone read-only: leave no half run behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         final = self.path(scenario, rid)
         if final.exists():  # a failed or corrupt earlier attempt: move it aside, then replace
             old = final.with_name(f".old-{rid}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
@@ -143,15 +193,10 @@ class Store:
                     shutil.rmtree(p, ignore_errors=True)
 
     def records(self, scenario: str | None = None) -> list[dict]:
-        """Every readable record (corrupt ones are reported and left out)."""
+        """Every valid record (bad ones are reported and left out)."""
         pattern = f"{scenario}/*/{RECORD}" if scenario else f"*/*/{RECORD}"
-        out = []
-        for f in sorted(self.runs.glob(pattern)):
-            try:
-                out.append(json.loads(f.read_text()))
-            except (OSError, ValueError) as e:
-                print(f"bnexp: corrupt record {f} ({e}); rerun its scenario to redo it", file=sys.stderr)
-        return out
+        found = (self._read(f, "left out; rerun its scenario to redo it") for f in sorted(self.runs.glob(pattern)))
+        return [rec for rec in found if rec is not None]
 
     def table(self, scenario: str | None = None):
         """All records as a pandas DataFrame, one row per run."""

@@ -4,28 +4,29 @@ For each scenario in the sweep's `grids`, one Hydra multirun (`python -m bnexp r
 and the sweep's seeds, with the configured launcher (parallel local processes by default). Before
 anything runs, every grid point is composed and validated, so a bad grid fails at once, and its run id
 is known: the progress display counts records in the store, and at the end every expected run must
-have a record. Finished runs are skipped, so an interrupted sweep started again only does what is left.
+have a record. Finished runs are skipped, so an interrupted sweep started again only does what is left;
+a per-run lock (bnexp.store) lets two sweeps share one results folder without running a run twice.
+
+Where it writes: the sweep's `results_dir` if its YAML sets one (only the reference sweep: the committed
+results/), else paths.results_dir (default results/local/, git-ignored); paths.results_dir=... wins.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from bnexp import CONFIG_DIR, config_check, manifest
 from bnexp.errors import UserError
 from bnexp.runner import _die_with_parent
-from bnexp.store import Store, run_id
-
-GROUPS = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
+from bnexp.store import Store, os_error_line, run_id
 
 
 @dataclass
@@ -46,54 +47,43 @@ def _split(argv: list[str]) -> tuple[dict, list[str]]:
     return opts, rest
 
 
-def _is_group(key: str) -> bool:
-    return key.lstrip("+~").split("/")[0] in GROUPS and "." not in key
+def _sweep_names() -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
 
 
-def expand(overrides: list[str]) -> list[list[str]]:
-    """The cartesian product of comma/range sweeps in `overrides`, as lists of single overrides."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    axes = []
-    for o in parsed:
-        key = o.input_line.split("=", 1)[0]
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        axes.append([f"{key}={v}" for v in values])
-    return [list(p) for p in itertools.product(*axes)]
+def default_results_dir(sweep_name: str, extra: list[str]) -> list[str]:
+    """`extra` plus the sweep's own `results_dir` (the reference sweep: the committed results/) unless the
+    user chose a folder; every other sweep writes where single runs do (paths.results_dir's default)."""
+    chosen = any(e.startswith("paths.results_dir=") for e in extra) or "BNEXP_RESULTS" in os.environ
+    if chosen or sweep_name not in _sweep_names():  # an unknown sweep: plan() says so
+        return extra
+    own = OmegaConf.load(CONFIG_DIR / "sweep" / f"{sweep_name}.yaml").get("results_dir")
+    return extra if own is None else [*extra, f"paths.results_dir={own}"]
 
 
 def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tuple[dict, dict[str, list[str]], list[Point], str]:
     """(sweep config, per-scenario multirun overrides, every grid point with its run id, results folder),
     all validated."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        try:
-            base = compose("config", overrides=[f"+sweep={sweep_name}", *[e for e in extra if _is_group(e)]])
-        except Exception as e:
-            raise UserError(f"cannot compose sweep={sweep_name}: {str(e).splitlines()[0]} "
-                            f"(sweeps: {', '.join(sorted(p.stem for p in (CONFIG_DIR / 'sweep').glob('*.yaml')))})")
-        sweep = OmegaConf.to_container(base.sweep)
-        grids = sweep["grids"]
-        names = scenarios or list(grids)
-        unknown = [n for n in names if n not in grids]
-        if unknown:
-            raise UserError(f"sweep {sweep_name} has no grid for {', '.join(unknown)}; it has {', '.join(grids)}")
-        seeds = ",".join(str(s) for s in sweep["seeds"])
-        multirun, points = {}, []
-        for name in names:
-            grid = [f"{k}={v}" for k, v in (grids[name] or {}).items()]
-            multirun[name] = [f"scenario={name}", f"seed={seeds}", *grid, *extra]
-            cache: dict = {}
-            for point in expand(multirun[name]):
-                groups = tuple(p for p in point if _is_group(p.split("=", 1)[0]))
-                if groups not in cache:  # compose once per config-group choice, then set plain values
-                    cache[groups] = compose("config", overrides=list(groups))  # a run's config has no sweep
-                cfg = cache[groups].copy()
-                values = [p for p in point if not _is_group(p.split("=", 1)[0])]
-                for o in OverridesParser.create().parse_overrides(values):
-                    OmegaConf.update(cfg, o.key_or_group.lstrip("+"), o.value(), force_add=o.is_add())
-                resolved = OmegaConf.to_container(cfg, resolve=True)
-                config_check.validate(resolved)
-                points.append(Point(name, run_id(resolved)))
-                results_dir = resolved["paths"]["results_dir"]
+    if sweep_name not in _sweep_names():
+        raise UserError(f"unknown sweep {sweep_name!r}{config_check._hint(sweep_name, _sweep_names())}; "
+                        f"valid: {', '.join(_sweep_names())} (cannot compose sweep={sweep_name})")
+    sweep = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "sweep" / f"{sweep_name}.yaml"))
+    grids = sweep["grids"]
+    if scenarios is not None and not scenarios:
+        raise UserError(f"scenarios= is empty; give one or more of {', '.join(grids)} (or leave scenarios= out "
+                        f"for all of them)")
+    names = scenarios or list(grids)
+    unknown = [n for n in names if n not in grids]
+    if unknown:
+        raise UserError(f"sweep {sweep_name} has no grid for {', '.join(unknown)}; it has {', '.join(grids)}")
+    seeds = ",".join(str(s) for s in sweep["seeds"])
+    multirun, points = {}, []
+    for name in names:
+        grid = [f"{k}={v}" for k, v in (grids[name] or {}).items()]
+        multirun[name] = [f"scenario={name}", f"seed={seeds}", *grid, *extra]
+        for resolved in config_check.compose(multirun[name]):
+            points.append(Point(name, run_id(resolved)))
+            results_dir = resolved["paths"]["results_dir"]
     unique = list(dict.fromkeys((p.scenario, p.run_id) for p in points))  # an override may collapse a grid axis
     return sweep, multirun, [Point(*p) for p in unique], results_dir
 
@@ -116,37 +106,67 @@ def main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     opts, extra = _split(argv)
-    scenarios = opts["scenarios"].split(",") if opts["scenarios"] else None
+    extra = default_results_dir(opts["sweep"], extra)
+    scenarios = [s for s in opts["scenarios"].split(",") if s] if opts["scenarios"] is not None else None
     sweep, multirun, points, results_dir = plan(opts["sweep"], scenarios, extra)
     store = Store(results_dir)
     store.check_writable()
     manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s] for s in multirun})
     before = _status(store, points)
+    log_path = store.root / ".hydra" / "sweep-logs" / f"{sweep['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     print(f"bnexp sweep {sweep['name']}: {len(points)} runs in {len(multirun)} scenarios, "
-          f"{before['ok']} already done; results in {store.root}")
+          f"{before['ok']} already done; results in {store.root} (log: {log_path})")
     start = time.time()
     bar = tqdm(total=len(points), initial=before["ok"], unit="run", dynamic_ncols=True)
-    logs = store.root / ".hydra" / "sweep-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    for name, overrides in multirun.items():
-        mine = [p for p in points if p.scenario == name]
-        if _status(store, mine)["ok"] == len(mine):
-            continue
-        proc = _launch(overrides)
-        with open(logs / f"{name}.log", "w") as log:
-            for line in proc.stdout:  # the multirun's own output goes to a log; the bar shows progress
-                log.write(line)
-                if line.startswith("bnexp: "):
-                    _refresh(bar, store, points)
+    proc = None
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w") as log:  # this sweep's own log: concurrent sweeps never share one
+            for name, overrides in multirun.items():
+                mine = [p for p in points if p.scenario == name]
+                if _status(store, mine)["ok"] == len(mine):
+                    continue
+                proc = _launch(overrides)
+                for line in proc.stdout:  # the multirun's own output goes to the log; the bar shows progress
+                    log.write(line)
+                    if line.startswith("bnexp: "):
+                        _refresh(bar, store, points)
+                proc.wait()
+                _refresh(bar, store, points)
+                if proc.returncode != 0:
+                    print(f"\nbnexp: the {name} multirun exited {proc.returncode}; see {log_path}", file=sys.stderr)
+        bar.close()
+        if before["ok"] < len(points):  # a sweep that ran nothing measured nothing: keep the last measurement
+            _write_meta(store, sweep["name"], points, before["ok"], start, extra)
+        return _summary(store, points, time.time() - start)
+    except KeyboardInterrupt:
+        _stop(proc)
+        bar.close()
+        print(f"bnexp: interrupted; {_kept(store, points)}; resume with the same command", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, folder made read-only: what was kept, and how to go on
+        _stop(proc)
+        bar.close()
+        print(f"bnexp: error: {os_error_line(e)}; {_kept(store, points)}; fix that and run the same command "
+              f"again", file=sys.stderr)
+        return 1
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    """Stop the running multirun (its jobs' training children die with their parents)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
         proc.wait()
-        _refresh(bar, store, points)
-        if proc.returncode != 0:
-            print(f"\nbnexp: the {name} multirun exited {proc.returncode}; see {logs / (name + '.log')}",
-                  file=sys.stderr)
-    bar.close()
-    if before["ok"] < len(points):  # a sweep that ran nothing measured nothing: keep the last measurement
-        _write_meta(store, sweep["name"], points, before["ok"], start, extra)
-    return _summary(store, points, time.time() - start, sweep["name"])
+
+
+def _kept(store: Store, points: list[Point]) -> str:
+    counts = _status(store, points)
+    return f"{counts['ok']} of {len(points)} runs are done and kept in {store.root}"
 
 
 def _refresh(bar, store, points) -> None:
@@ -160,7 +180,6 @@ def _refresh(bar, store, points) -> None:
 def _write_meta(store: Store, name: str, points, already_done: int, start: float, extra: list[str]) -> None:
     """Wall time of this sweep, for the report's environment section."""
     import json
-    import os
     from datetime import datetime, timezone
 
     launcher = next((e.split("=", 1)[1] for e in extra if e.startswith("hydra/launcher=")), "local")

@@ -1,9 +1,13 @@
 """The real CLI in subprocesses: list, determinism, process isolation per semantics, status of failed
-and diverged runs, skip of finished runs, and independence from the working directory."""
+and diverged runs, skip of finished runs, progress and key numbers, fault paths (full disk, read-only
+folder, broken pipe), and independence from the working directory."""
 
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import ROOT, TINY, bnexp, bnexp_env, records
 
@@ -29,12 +33,19 @@ def test_same_seed_gives_identical_metrics(tmp_path, cache_dir):
     assert _science(a) == _science(b)
 
 
-def test_finished_run_is_skipped_unless_forced(tmp_path, cache_dir):
-    first = bnexp(["run", "scenario=momentum", *TINY], tmp_path, cache_dir)
+def test_single_run_shows_progress_and_key_numbers_and_a_rerun_is_skipped(tmp_path, cache_dir):
+    first = bnexp(["run", "scenario=momentum", *TINY], tmp_path, cache_dir).stdout
     rec = records(tmp_path)[0]
-    again = bnexp(["run", "scenario=momentum", *TINY], tmp_path, cache_dir)
+    assert "  step 4/4 accuracy" in first  # Keras' numbers, one line per logged chunk
+    assert (f"  test accuracy: batch statistics {rec['acc_test_batchstats']:.3f}, moving statistics "
+            f"{rec['acc_test_moving']:.3f}, population statistics (precise BN) {rec['acc_test_precise']:.3f}") in first
+    assert f"gap (batch - moving statistics): {rec['gap_test']:+.3f}" in first
+    assert first.strip().splitlines()[-1].startswith("  ")  # ends with one sentence on what they mean
+    header = (tmp_path / "runs" / "momentum" / rec["run_id"] / "history.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,accuracy,loss")  # Keras' CSVLogger
+    again = bnexp(["run", "scenario=momentum", *TINY], tmp_path, cache_dir).stdout
     assert records(tmp_path)[0]["started_at"] == rec["started_at"]  # not redone
-    assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
+    assert f"momentum {rec['run_id']} already done (force=true to redo)" in again
     bnexp(["run", "scenario=momentum", *TINY, "force=true"], tmp_path, cache_dir)
     assert len(records(tmp_path)) == 1
 
@@ -53,18 +64,80 @@ def test_mixed_semantics_multirun_matches_runs_started_alone(tmp_path, cache_dir
 
 
 def test_nan_loss_is_recorded_as_diverged(tmp_path, cache_dir):
-    proc = bnexp(["run", "scenario=momentum", *TINY, "norm=none", "data.scaling=raw", "train.optimizer=sgd",
-                  "train.lr=1e6"], tmp_path, cache_dir, check=False)
+    proc = bnexp(["run", "scenario=batch_size", *TINY, "train.epochs=1", "norm=none", "data.scaling=raw",
+                  "train.optimizer=sgd", "train.lr=1e6"], tmp_path, cache_dir, check=False)
     assert proc.returncode == 1 and "run diverged" in proc.stderr
     rec = records(tmp_path)[0]
     assert rec["status"] == "diverged" and "loss became nan" in rec["error"].lower()
 
 
 def test_gpu_requested_without_gpu_is_a_recorded_clear_failure(tmp_path, cache_dir):
+    """A failure only TensorFlow can detect: one line that names the run's log file."""
     proc = bnexp(["run", "scenario=momentum", *TINY, "device=gpu"], tmp_path, cache_dir, check=False)
     assert proc.returncode == 1
     rec = records(tmp_path)[0]
     assert rec["status"] == "failed" and rec["error"].startswith("device=gpu but TensorFlow sees no GPU")
+    log = tmp_path / "runs" / "momentum" / rec["run_id"] / "log.txt"
+    assert proc.stderr.strip() == f"bnexp: error: run failed: {rec['error']} (log: {log})"
+
+
+def test_multirun_with_a_failed_run_exits_nonzero(tmp_path, cache_dir):
+    proc = bnexp(["run", "-m", "scenario=momentum", *TINY, "seed=0,1", "train.timeout_s=1",
+                  "hydra/launcher=basic"], tmp_path, cache_dir, check=False)
+    assert proc.returncode == 1 and "2 of 2 runs did not end ok" in proc.stderr
+    assert [r["status"] for r in records(tmp_path)] == ["failed", "failed"]
+
+
+def test_broken_pipe_is_one_line(tmp_path):
+    proc = subprocess.run(f"{sys.executable} -m bnexp list | head -1; exit ${{PIPESTATUS[0]}}", shell=True,
+                          executable="/bin/bash", cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 141 and proc.stdout == "scenarios (scenario=NAME):\n"
+    assert proc.stderr == "bnexp: output closed early (broken pipe); nothing else was affected\n"
+
+
+def _in_small_tmpfs(shell: str, folder, timeout=300) -> subprocess.CompletedProcess:
+    """`shell` in a private mount namespace where `folder` is a 64 KiB tmpfs (unprivileged: user namespace)."""
+    script = f"mount -t tmpfs -o size=64k none {folder} && {shell}"
+    return subprocess.run(["unshare", "-r", "-m", "bash", "-c", script], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def _tmpfs_works(tmp_path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    (tmp_path / "probe").mkdir()
+    return _in_small_tmpfs("true", tmp_path / "probe", 30).returncode == 0
+
+
+def test_read_only_results_folder_is_one_line(tmp_path, cache_dir):
+    if not _tmpfs_works(tmp_path):
+        pytest.skip("no unprivileged mount namespaces here")
+    results = tmp_path / "ro"
+    results.mkdir()
+    cmd = (f"mount -o remount,ro {results} && BNEXP_CACHE={cache_dir} PYTHONPATH={ROOT} "
+           f"{sys.executable} -m bnexp run scenario=momentum paths.results_dir={results}")
+    proc = _in_small_tmpfs(cmd, results)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"bnexp: error: results folder {results} is not writable (Read-only file system); "
+                           f"choose another with paths.results_dir=... or fix its permissions\n")
+
+
+def test_full_disk_is_one_line(tmp_path, cache_dir):
+    """The tmpfs is filled up once the run has started: its record cannot be written."""
+    if not _tmpfs_works(tmp_path):
+        pytest.skip("no unprivileged mount namespaces here")
+    results = tmp_path / "full"
+    results.mkdir()
+    env = f"BNEXP_CACHE={cache_dir} PYTHONPATH={ROOT} BNEXP_JOBS=1"
+    run = f"{sys.executable} -m bnexp run scenario=momentum {' '.join(TINY)} paths.results_dir={results}"
+    started = f"ls {results}/runs/momentum/.tmp-*/log.txt >/dev/null 2>&1"
+    cmd = (f"({env} {run} & until {started}; do sleep 0.1; done; "
+           f"dd if=/dev/zero of={results}/filler bs=4k count=1000 2>/dev/null; wait %1)")
+    proc = _in_small_tmpfs(cmd, results)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert "the disk is full; this run was not kept" in proc.stderr
+    assert "run the same command again" in proc.stderr
 
 
 def test_timeout_kills_the_run_and_records_it(tmp_path, cache_dir):
@@ -80,7 +153,7 @@ def test_works_from_another_working_directory(tmp_path, cache_dir):
                            "paths.results_dir=out"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env=bnexp_env(cache_dir))
     assert proc.returncode == 0, proc.stderr
-    path = proc.stdout.strip().splitlines()[-1].rsplit(": ", 1)[1]
+    path = [ln for ln in proc.stdout.splitlines() if ln.startswith("bnexp: ")][-1].rsplit(": ", 1)[1]
     assert json.loads(open(tmp_path / path if not path.startswith("/") else path).read())["status"] == "ok"
     assert (tmp_path / "out" / "runs" / "momentum").is_dir()
     assert ROOT != tmp_path

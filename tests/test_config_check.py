@@ -1,6 +1,8 @@
-"""Bad input: one clear message, before any TensorFlow import (unit level) and through the CLI."""
+"""Bad input: one clear line, before any TensorFlow import, at unit level and through the CLI (in-process,
+with process creation forbidden, and once in a fresh interpreter that must not have imported TensorFlow)."""
 
 import copy
+import os
 import time
 
 import pytest
@@ -10,7 +12,6 @@ from omegaconf import OmegaConf
 from bnexp import CONFIG_DIR
 from bnexp.config_check import validate
 from bnexp.errors import UserError
-from tests.conftest import bnexp
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_defaults_are_valid(base):
     ("train.batches", 0, r"train.batches must be a whole number"),
     ("train.batches", 2.5, r"train.batches must be a whole number"),
     ("train.lr", "fast", r"train.lr must be a number"),
-    ("semantics", "keras4", r"unknown semantics 'keras4'; valid: keras3, tf_keras, keras2_v1, tf1"),
+    ("semantics", "keras4", r"unknown semantics 'keras4' \(did you mean keras3\?\); valid: keras3, tf_keras, keras2_v1, tf1"),
     ("data.name", "imagenet", r"unknown dataset .*'imagenet'; valid: fashion_mnist, mnist, cifar10"),
     ("model.name", "vgg", r"unknown model 'vgg'; valid: small_cnn, mlp, resnet_tiny"),
     ("norm", "wn", r"unknown norm 'wn'; valid: bn, none, gn, ln, brn"),
@@ -50,32 +51,115 @@ def test_bad_values_are_rejected_with_their_message(base, key, value, message):
         validate(cfg)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("bn.momentum=1.0", "bn.momentum must be a number in [0, 1)"),
-    ("train.batch_size=0", "train.batch_size must be a whole number"),
-    ("bn.momentum=abc", "got 'abc'"),
-    ("semantics=keras4", "unknown semantics 'keras4'"),
-    ("scenario=nosuch", "Could not find 'scenario/nosuch'"),
-    ("data=imagenet", "Could not find 'data/imagenet'"),
-    ("model=vgg", "Could not find 'model/vgg'"),
-])
-def test_cli_rejects_bad_input_fast_without_training(tmp_path, cache_dir, override, message):
+# Every bad input of README's table "Bad input" that a config check catches: (argv, environment, message).
+# Each must end in one line on stderr, exit 2, fast, with no child process (so no TensorFlow) started.
+BAD_INPUT = [
+    (["run", "bn.momentum=1.0"], {}, "bn.momentum must be a number in [0, 1), got 1.0"),
+    (["run", "bn.momentum=abc"], {}, "bn.momentum must be a number in [0, 1), got 'abc'"),
+    (["run", "bn.momentum=nan"], {}, "bn.momentum must be a finite number, got nan"),
+    (["run", "bn.epsilon=inf"], {}, "bn.epsilon must be a finite number, got inf"),
+    (["run", "train.batch_size=0"], {}, "train.batch_size must be a whole number in [1, inf], got 0"),
+    (["run", "semantics=keras4"], {}, "unknown semantics 'keras4' (did you mean keras3?); valid: keras3, tf_keras"),
+    (["run", "scenario=nosuch"], {}, "unknown scenario 'nosuch'; valid: batch_size, bn_benefit, checkpoint"),
+    (["run", "scenario=momentm"], {}, "unknown scenario 'momentm' (did you mean momentum?); valid:"),
+    (["run", "data=imagenet"], {}, "unknown data 'imagenet'; valid: cifar10, fashion_mnist, mnist"),
+    (["run", "model=vgg"], {}, "unknown model 'vgg'; valid: mlp, resnet_tiny, small_cnn"),
+    (["run", "bn.momentm=0.9"], {}, "unknown key bn.momentm (did you mean bn.momentum?); keys under bn: momentum"),
+    (["run", "+bn.momentm=0.9"], {}, "unknown key bn.momentm (did you mean bn.momentum?)"),
+    (["run", "data.train_size=100000000"], {}, "data.train_size must be a whole number in [1, 60000] or null, got 100000000"),
+    (["run", "data.test_size=0"], {}, "data.test_size must be a whole number in [1, 10000] or null, got 0"),
+    (["run", "probe.precise_batches=0"], {}, "probe.precise_batches must be a whole number in [1, inf], got 0"),
+    (["run", "data.classes=[11,12]"], {}, "data.classes must be null or a list of distinct class ids in 0..9"),
+    (["run", "data.classes=[]"], {}, "data.classes is an empty list"),
+    (["run", "train.batch_size=600", "data.train_size=500"], {}, "train.batch_size=600 exceeds the 500 training samples"),
+    (["run", "paths.results_dir="], {}, "paths.results_dir is empty ('')"),
+    (["run", "paths.cache_dir=/proc/x"], {}, "paths.cache_dir='/proc/x' is not a writable folder"),
+    (["run", "data.raw_dir=/etc/hostname"], {}, "data.raw_dir='/etc/hostname' is not a readable folder"),
+    (["run", "scenario=weights_order", "norm=gn"], {}, "norm='gn' is not valid for scenario weights_order: norm must be one of bn"),
+    (["run", "scenario=variance", "variance.curve_batches=abc"], {},
+     "variance.curve_batches='abc' is not valid for scenario variance: variance.curve_batches must be a whole number >= 1"),
+    (["run", "scenario=frozen_base", "base.trainable=maybe"], {},
+     "base.trainable='maybe' is not valid for scenario frozen_base: base.trainable must be one of true, false"),
+    (["run", "scenario=checkpoint", "checkpoint.strategy=all"], {}, "checkpoint.strategy='all' is not valid"),
+    (["run", "scenario=checkpoint", "model=resnet_tiny"], {},
+     "model.name='resnet_tiny' is not valid for scenario checkpoint with semantics=tf1: model.name must be one of small_cnn, mlp"),
+    (["run", "scenario=momentum", "momentum.replay=[0.5,1.5]"], {},
+     "each entry of momentum.replay must be a number >= 0 and < 1 or exp"),
+    (["run", "scenario=bn_benefit", "train.batches=30"], {}, "a multiple of bn_benefit.eval_every"),
+    (["run", "bn.momentum=0.9,0.99"], {}, "the overrides list several values (a,b); add -m"),
+    (["run", "-m", "bn.momentum=0.9,1.5"], {}, "bn.momentum must be a number in [0, 1), got 1.5"),
+    (["run"], {"BNEXP_JOBS": "abc"}, "BNEXP_JOBS='abc' must be a whole number >= 1"),
+    (["sweep"], {"BNEXP_JOBS": "0"}, "BNEXP_JOBS='0' must be a whole number >= 1"),
+    (["sweep", "sweep=reference", "scenarios="], {}, "scenarios= is empty; give one or more of momentum"),
+    (["sweep", "sweep=huge"], {}, "unknown sweep 'huge'; valid: quick, reference"),
+    (["sweep", "scenarios=nosuch"], {}, "sweep quick has no grid for nosuch"),
+    (["report", "paths.results_dir=RESULTS/nosuch"], {}, "RESULTS/nosuch holds no runs/ folder: nothing to report"),
+    (["report", "paths.results_dir="], {}, "paths.results_dir is empty"),
+]
+
+
+@pytest.fixture
+def no_child(monkeypatch):
+    """Fail the test if anything starts a process (a run's child would import TensorFlow)."""
+    import subprocess
+
+    def boom(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(subprocess, "Popen", boom)
+
+
+@pytest.mark.parametrize("argv,env,message", BAD_INPUT, ids=[" ".join(a) + str(e or "") for a, e, _ in BAD_INPUT])
+def test_bad_input_is_one_line_before_tensorflow(tmp_path, monkeypatch, capsys, no_child, argv, env, message):
+    from bnexp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BNEXP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BNEXP_RESULTS", str(tmp_path / "results"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    argv = [a.replace("RESULTS", str(tmp_path)) for a in argv]
     start = time.perf_counter()
-    proc = bnexp(["run", override], tmp_path / "r", cache_dir, check=False)
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
     assert time.perf_counter() - start < 10
-    assert not list((tmp_path / "r").glob("runs/*/*/metrics.json"))  # nothing was run
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("bnexp: error: "), err
+    assert message.replace("RESULTS", str(tmp_path)) in err, err
+    assert "+bn" not in err  # never Hydra's "use +key" advice
+    assert not list(tmp_path.glob("**/runs/*/*"))  # nothing was run
+    assert not (tmp_path / "nosuch").exists()  # `report` on a missing folder does not create it
 
 
-def test_cli_unknown_scenario_lists_the_valid_ones(tmp_path, cache_dir):
-    proc = bnexp(["run", "scenario=nosuch"], tmp_path / "r", cache_dir, check=False)
-    assert "Available options in 'scenario'" in proc.stderr and "momentum" in proc.stderr
+def test_bad_input_through_the_real_cli_never_imports_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom bnexp.cli import main\ntry:\n    main(['run', 'bn.momentum=nan'])\n"
+            "finally:\n    print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "BNEXP_RESULTS": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stdout.strip() == "False False"
+    assert proc.stderr.strip() == "bnexp: error: bn.momentum must be a finite number, got nan"
 
 
-def test_cli_unwritable_results_folder(tmp_path, cache_dir):
+def test_every_scenario_default_is_valid_and_its_allowed_keys_exist():
+    from bnexp.config_check import _ABSENT, _get, compose, scenario_configs
+
+    for name, node in scenario_configs().items():
+        (cfg,) = compose([f"scenario={name}"])
+        assert node.get("allowed"), f"{name} declares no scenario.allowed"
+        for key in node["allowed"]:
+            assert _get(cfg, key) is not _ABSENT, f"{name}: allowed key {key} is not in its config"
+
+
+def test_unwritable_results_folder(tmp_path, capsys, no_child):
+    from bnexp.cli import main
+
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = bnexp(["run"], blocker / "results", cache_dir, check=False)
-    assert proc.returncode == 2
-    assert "is not writable" in proc.stderr
+    with pytest.raises(SystemExit) as e:
+        main(["run", f"paths.results_dir={blocker / 'results'}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    assert e.value.code == 2
+    assert "is not writable" in capsys.readouterr().err

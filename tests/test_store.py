@@ -1,4 +1,5 @@
-"""The run store: ids, atomic records, skip, corrupt records, stale temp folders."""
+"""The run store: ids, atomic records, skip, bad records (validated on read), stale temp folders, locks,
+a full disk."""
 
 import json
 import os
@@ -6,7 +7,11 @@ import os
 import pytest
 
 from bnexp.errors import UserError
-from bnexp.store import Store, flatten, identity, run_id
+from bnexp.store import Store, flatten, identity, os_error_line, run_id
+
+
+def rec(rid: str, status: str = "ok", **extra) -> dict:
+    return {"run_id": rid, "scenario": "m", "status": status, **extra}
 
 CFG = {"scenario": {"name": "momentum"}, "seed": 1, "bn": {"momentum": 0.9},
        "train": {"batches": 10, "timeout_s": 60}, "paths": {"results_dir": "a"}, "sweep": {"name": "quick"}}
@@ -18,6 +23,9 @@ def test_run_id_depends_on_science_not_on_paths_or_timeouts():
     assert run_id(CFG) != run_id({**CFG, "seed": 2})
     assert run_id(CFG) != run_id({**CFG, "bn": {"momentum": 0.99}})
     assert "paths" not in identity(CFG) and "timeout_s" not in identity(CFG)["train"]
+    # what a scenario accepts and where a run logs are no part of it either
+    documented = {**CFG, "scenario": {"name": "momentum", "allowed": {"norm": ["bn"]}}, "log": {"tensorboard": True}}
+    assert run_id(documented) == run_id(CFG)
 
 
 def test_flatten_uses_dotted_keys():
@@ -30,24 +38,80 @@ def test_commit_is_atomic_and_replaces_a_failed_attempt(tmp_path):
     tmp = store.begin("momentum", "abc")
     (tmp / "history.csv").write_text("step\n1\n")
     assert store.get("momentum", "abc") is None  # nothing visible before commit
-    final = store.commit(tmp, "momentum", "abc", {"status": "failed", "error": "x"})
+    final = store.commit(tmp, "momentum", "abc", {**rec("abc", "failed"), "error": "x"})
     assert store.get("momentum", "abc")["status"] == "failed"
     assert (final / "history.csv").exists()
     tmp2 = store.begin("momentum", "abc")
-    store.commit(tmp2, "momentum", "abc", {"status": "ok"})
-    assert store.get("momentum", "abc") == {"status": "ok"}
+    store.commit(tmp2, "momentum", "abc", rec("abc"))
+    assert store.get("momentum", "abc") == rec("abc")
     assert [p.name for p in (tmp_path / "runs" / "momentum").iterdir()] == ["abc"]
 
 
 def test_corrupt_record_is_reported_and_treated_as_missing(tmp_path, capsys):
     store = Store(tmp_path)
-    store.commit(store.begin("m", "good"), "m", "good", {"status": "ok", "seed": 0})
+    store.commit(store.begin("m", "good"), "m", "good", rec("good", seed=0))
     bad = tmp_path / "runs" / "m" / "bad"
     bad.mkdir()
     (bad / "metrics.json").write_text('{"status": "o')
     assert store.get("m", "bad") is None
     assert [r["status"] for r in store.records()] == ["ok"]
-    assert "corrupt record" in capsys.readouterr().err
+    assert "bad record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('[1, 2]', "not a JSON object but list"),
+    ('"ok"', "not a JSON object but str"),
+    ('{"run_id": "x", "scenario": "m", "status": "done"}', "status 'done' is not one of ok, failed, diverged"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_test_moving": "abc"}', "acc_test_moving='abc' is not a number"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "m0.9.acc_test": true}', "m0.9.acc_test=True is not a number"),
+    ('{"status": "ok"}', "no run_id or scenario"),
+])
+def test_invalid_records_are_reported_once_redone_and_never_counted(tmp_path, capsys, text, problem):
+    store = Store(tmp_path)
+    folder = tmp_path / "runs" / "m" / "x"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(text)
+    assert store.get("m", "x") is None and store.get("m", "x") is None  # None: the runner redoes the run
+    assert store.records() == [] and store.table().empty
+    err = capsys.readouterr().err
+    assert err.count("bad record") == 1 and problem in err  # reported once, however often it is read
+
+
+def test_report_survives_invalid_records(tmp_path):
+    from bnexp import report
+
+    folder = tmp_path / "runs" / "momentum" / "x"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text('[{"status": "ok"}]')
+    assert "not measured (no records)" in report.build(tmp_path).read_text()
+
+
+def test_lock_is_per_run_and_exclusive(tmp_path):
+    from filelock import Timeout
+
+    a, b = Store(tmp_path), Store(tmp_path)
+    with a.lock("m", "r1"):
+        with pytest.raises(Timeout):
+            b.lock("m", "r1").acquire(timeout=0.1)
+        with b.lock("m", "r2"):  # another run is not blocked
+            pass
+
+
+def test_full_disk_at_commit_leaves_no_half_run(tmp_path, monkeypatch):
+    import errno
+
+    from bnexp import store as store_mod
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_mod, "_write_atomic", full)
+    store = Store(tmp_path)
+    tmp = store.begin("m", "r")
+    with pytest.raises(OSError) as e:
+        store.commit(tmp, "m", "r", rec("r"))
+    assert not tmp.exists() and store.get("m", "r") is None
+    assert os_error_line(e.value) == f"cannot write {tmp / 'metrics.json'}: the disk is full"
 
 
 def test_stale_temp_folders_of_dead_processes_are_removed(tmp_path):
@@ -72,7 +136,7 @@ def test_unwritable_results_folder_is_a_clear_error(tmp_path):
 def test_records_round_trip_through_pandas(tmp_path):
     store = Store(tmp_path)
     for i in range(3):
-        store.commit(store.begin("m", f"r{i}"), "m", f"r{i}", {"status": "ok", "seed": i, "acc": i / 10})
+        store.commit(store.begin("m", f"r{i}"), "m", f"r{i}", rec(f"r{i}", seed=i, acc=i / 10))
     df = store.table()
     assert sorted(df["seed"]) == [0, 1, 2]
     assert json.loads((tmp_path / "runs" / "m" / "r1" / "metrics.json").read_text())["acc"] == 0.1

@@ -93,3 +93,41 @@ def test_unknown_sweep_or_scenario_is_a_clear_error(tmp_path, cache_dir):
     proc = bnexp(["sweep", "scenarios=nosuch"], tmp_path / "r", cache_dir, check=False)
     assert proc.returncode == 2 and "no grid for nosuch" in proc.stderr
 
+
+
+def _sweep_proc(results, cache_dir, *extra):
+    return subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, *extra, f"paths.results_dir={results}"],
+                            cwd=ROOT, env=bnexp_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def test_two_sweeps_on_one_folder_run_each_run_once(tmp_path, cache_dir):
+    results = tmp_path / "r"
+    procs = [_sweep_proc(results, cache_dir, "train.batches=4", "hydra/launcher=basic") for _ in range(2)]  # 2 runs
+    outs = [p.communicate(timeout=400) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    recs = records(results, "momentum")
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+    logs = sorted((results / ".hydra" / "sweep-logs").glob("quick-*.log"))
+    assert len(logs) == 2  # each sweep its own log
+    text = "".join(log.read_text() for log in logs)
+    for rec in recs:  # the run lock: one sweep ran it, the other waited and skipped it
+        assert text.count(f"momentum {rec['run_id']} ok:") == 1
+
+
+def test_ctrl_c_exits_130_and_the_sweep_resumes(tmp_path, cache_dir):
+    results = tmp_path / "r"
+    proc = _sweep_proc(results, cache_dir, "train.batches=4", "hydra/launcher=basic")
+    deadline = time.time() + 240
+    while not list(results.glob("runs/momentum/.tmp-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the first run is training (its temp folder exists)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bnexp: interrupted; ") and last.endswith("; resume with the same command")
+    out = bnexp([*SWEEP, "train.batches=4", "hydra/launcher=basic"], results, cache_dir).stdout
+    assert "already done" in out
+    recs = records(results, "momentum")
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)

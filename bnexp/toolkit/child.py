@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bnexp.toolkit import data as data_mod
+from bnexp.toolkit import training
 from bnexp.errors import Diverged, UserError
 from bnexp.toolkit.framework import Flavour, activate
 
@@ -60,6 +61,7 @@ def main(run_dir: str) -> int:
         device = pick_device(fw.tf, cfg.device)
         result["device"] = device
         fw.set_seed(int(cfg.seed))
+        training.log_to(fw, run_dir, tensorboard=bool(cfg.get("log", {}).get("tensorboard", False)))
         ctx = Context(fw, cfg, run_dir, Path(cfg.paths.cache_dir).expanduser(), device)
         module = importlib.import_module(f"experiments.{cfg.scenario.name}")
         result["metrics"] = module.run(cfg, ctx)
@@ -73,7 +75,7 @@ def main(run_dir: str) -> int:
         result["error"] = f"{type(e).__name__}: {e}"
     result["child_s"] = time.perf_counter() - start
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if ctx is not None and ctx.history:
+    if ctx is not None and ctx.history and not (run_dir / "history.csv").exists():  # no Keras fit (TF1 graph)
         _write_history(run_dir / "history.csv", ctx.history)
     (run_dir / "result.json").write_text(json.dumps(result, default=_plain))
     return 0

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 from bnexp.errors import Diverged, UserError
 from bnexp.names import OPTIMIZERS
 
 SGD_MOMENTUM = 0.9
+
+# Where fit() logs for the current run (set once per child process by `log_to`): Keras' own callbacks.
+_LOG: dict = {}
+
+
+def log_to(fw, run_dir: Path, tensorboard: bool = False) -> None:
+    """Every later fit() prints a progress line per logged chunk, appends its epochs to run_dir/history.csv
+    (Keras' CSVLogger) and, if `tensorboard`, writes TensorBoard logs to run_dir/tensorboard."""
+    _LOG.update(fw=fw, run_dir=Path(run_dir), tensorboard=tensorboard)
+
+
+def _callbacks(steps: int, per_epoch: int) -> list:
+    if not _LOG:
+        return []
+    cb, run_dir = _LOG["fw"].keras.callbacks, _LOG["run_dir"]
+
+    def progress(epoch, logs):
+        numbers = " ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items())
+        print(f"progress: step {(epoch + 1) * per_epoch}/{steps} {numbers}", flush=True)
+
+    out = [cb.LambdaCallback(on_epoch_end=progress), cb.CSVLogger(str(run_dir / "history.csv"), append=True)]
+    if _LOG["tensorboard"]:
+        out.append(cb.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    return out
 
 
 def optimizer(fw, name: str, lr: float, graph: bool = False):
@@ -44,7 +69,8 @@ def fit(model, ds, steps: int, log_points: int = 10, history: list | None = None
     """
     epochs, per_epoch = chunks(steps, log_points)
     start = time.perf_counter()
-    h = model.fit(ds, epochs=epochs, steps_per_epoch=per_epoch, verbose=verbose)
+    h = model.fit(ds, epochs=epochs, steps_per_epoch=per_epoch, verbose=verbose,
+                  callbacks=_callbacks(steps, per_epoch))
     seconds = time.perf_counter() - start
     rows = [{"step": (e + 1) * per_epoch, **{k: float(v[e]) for k, v in h.history.items()}} for e in range(epochs)]
     if history is not None:
