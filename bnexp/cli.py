@@ -208,19 +208,22 @@ def _kept() -> str:
 def report(argv: list[str]) -> None:
     from bnexp import report as report_mod
 
-    results_dir = os.environ.get("BNEXP_RESULTS", "results/local")
+    results_dir, sweep = os.environ.get("BNEXP_RESULTS", "results/local"), None
     for a in argv:
-        if a.startswith("paths.results_dir="):
-            results_dir = a.split("=", 1)[1]
+        key, _, value = a.partition("=")
+        if key == "paths.results_dir":
+            results_dir = value
+        elif key == "sweep" and value:
+            sweep = value
         else:
-            raise UserError(f"report takes only paths.results_dir=FOLDER, got {a!r}")
+            raise UserError(f"unknown report option {a!r}; valid: sweep=NAME (or sweep=all), paths.results_dir=DIR")
     if not results_dir.strip():
         raise UserError("paths.results_dir is empty; give the folder that holds runs/ "
                         "(results for the reference sweep, results/local for your own runs)")
     if not (Path(results_dir) / "runs").is_dir():
         raise UserError(f"{results_dir} holds no runs/ folder: nothing to report (reference runs: "
                         f"paths.results_dir=results; your own: results/local)")
-    print(f"bnexp: report written to {report_mod.build(results_dir)}")
+    print(f"bnexp: report written to {report_mod.build(results_dir, sweep)}")
 
 
 def list_all() -> None:

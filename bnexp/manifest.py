@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from bnexp.store import _write_atomic
+from bnexp.atomic import write_text
 
 DEFAULT = "reference"
 
@@ -38,7 +38,7 @@ def write_plan(results_dir: str | os.PathLike, sweep_name: str, planned: dict[st
     data["planned"] = {**data.get("planned", {}), **{s: list(ids) for s, ids in planned.items()}}
     target = path(results_dir, sweep_name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, json.dumps(data, indent=1))
+    write_text(target, json.dumps(data, indent=1))
     return target
 
 

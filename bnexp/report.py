@@ -377,16 +377,3 @@ def _environment(root: Path, name: str, df: pd.DataFrame) -> str:
             lines.append(f"- sweep `{sweep}`: planned, not finished")
     lines.append(f"- report built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str]) -> None:
-    results_dir, sweep = "results", None
-    for a in argv:
-        key, _, value = a.partition("=")
-        if key == "paths.results_dir":
-            results_dir = value
-        elif key == "sweep":
-            sweep = value
-        else:
-            raise UserError(f"unknown report option {a!r}; valid: sweep=NAME (or sweep=all), paths.results_dir=DIR")
-    print(f"bnexp: report written to {build(results_dir, sweep)}")

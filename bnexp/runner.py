@@ -94,7 +94,7 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
         result = {"status": "failed", "error": f"child process exited with code {code} without a result:\n"
                                                + (tmp / "log.txt").read_text()[-LOG_TAIL:]}
     (tmp / "result.json").unlink(missing_ok=True)
-    factors = {k: v for k, v in flatten(identity(cfg)).items() if k != "scenario.description"}
+    factors = flatten(identity(cfg))
     record = {
         **factors,
         "run_id": rid,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from bnexp.atomic import write_text
 from bnexp.errors import UserError
 
 # Config keys that do not change a run's numbers, so they are not part of its identity.
@@ -99,14 +100,6 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 class Store:
     def __init__(self, results_dir: str | os.PathLike):
@@ -167,7 +160,7 @@ class Store:
     def commit(self, tmp: Path, scenario: str, rid: str, record: dict) -> Path:
         """Write the record into `tmp` (fsynced), then rename the folder into place atomically."""
         try:
-            _write_atomic(tmp / RECORD, json.dumps(record, indent=1, sort_keys=True, default=str))
+            write_text(tmp / RECORD, json.dumps(record, indent=1, sort_keys=True, default=str))
         except OSError:  # disk full, folder gone read-only: leave no half run behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -161,5 +161,7 @@ def test_sweep_timing_keeps_the_plan(tmp_path):
 
 
 def test_report_command_rejects_unknown_options():
+    from bnexp import cli
+
     with pytest.raises(UserError, match="unknown report option 'sweeps=x'.*sweep=NAME"):
-        report.main(["sweeps=x"])
+        cli.report(["sweeps=x"])

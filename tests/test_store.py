@@ -105,7 +105,7 @@ def test_full_disk_at_commit_leaves_no_half_run(tmp_path, monkeypatch):
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(store_mod, "_write_atomic", full)
+    monkeypatch.setattr(store_mod, "write_text", full)
     store = Store(tmp_path)
     tmp = store.begin("m", "r")
     with pytest.raises(OSError) as e:
