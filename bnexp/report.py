@@ -9,7 +9,6 @@ claim lines in the scenario configs, fixed before the sweep).
 from __future__ import annotations
 
 import os
-import platform
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from bnexp import CONFIG_DIR, manifest
+from bnexp import CONFIG_DIR, manifest, provenance
 from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
 from bnexp.store import Store
@@ -26,6 +25,7 @@ from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, evalua
                             tally)
 
 ALL = "all"  # sweep=all: every record in the folder (no planned set)
+RECORDS_FILE = "records.jsonl.gz"  # the report's records, one JSON object per line: it rebuilds without training
 SHOWN_IGNORED = 5
 
 
@@ -125,6 +125,8 @@ def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFra
     (said at the top of the report). sweep=all: every record in the folder.
     """
     everything = Store(root).table()
+    if everything.empty and (root / RECORDS_FILE).exists():  # a fresh clone: the committed records, no runs/
+        everything = read_records(root / RECORDS_FILE)
     name = sweep or manifest.default_sweep(root) or ALL
     if name == ALL:
         return name, None, everything, everything.iloc[0:0], []
@@ -143,6 +145,33 @@ def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFra
                        index=everything.index)
     found = set(zip(everything["scenario"][inside], everything["run_id"][inside]))
     return name, data, everything[inside], everything[~inside], sorted(planned - found)
+
+
+def write_records(df: pd.DataFrame, path: Path) -> None:
+    """The records a report used, sorted, as gzipped JSON lines (byte-identical for the same records)."""
+    import gzip
+    import json
+
+    from bnexp.atomic import atomic_open
+
+    rows = sorted(({k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")),
+                  key=lambda r: (r["scenario"], r["run_id"]))
+    text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+    with atomic_open(path, "wb") as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz:
+        gz.write(text.encode())
+
+
+def read_records(path: Path) -> pd.DataFrame:
+    import gzip
+    import json
+
+    with gzip.open(path, "rt") as f:
+        return pd.DataFrame([json.loads(line) for line in f if line.strip()])
+
+
+def _missing(value) -> bool:
+    """A cell pandas filled in for a key this record does not have (NaN), not a value the record holds."""
+    return isinstance(value, float) and value != value
 
 
 # --- building --------------------------------------------------------------------------------------------------
@@ -183,9 +212,14 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
         if not summ.empty:
             (tables / f"{scen}_summary.md").write_text(_md_table(summ, cols) + "\n")
         figs = figures.draw(scen, df, figdir)
-        if figs:
-            figure_of[scen] = figs[0][0]
+        drawn = {Path(f).stem: Path(f) for f, _ in figs}
+        for claim in {r["claim"] for r in rules}:  # each verdict links the figure of its own claim's evidence
+            own = [drawn[f] for f in figures.files_for(claim, scfg.get("figures") or []) if f in drawn]
+            if own or figs:
+                figure_of[(scen, claim)] = own[0] if own else figs[0][0]
         sections[scen] = (scfg, df, summ, cols, figs)
+    if not (df_all.empty and ignored.empty):  # every record read, strays included, so a rebuild says the same
+        write_records(pd.concat([df_all, ignored]), root / RECORDS_FILE)
     claims = _claims(specs, results)
     text = [_header(name, data, df_all, ignored, missing, claims, specs, figure_of, root)]
     for scen, (scfg, df, summ, cols, figs) in sections.items():
@@ -236,6 +270,9 @@ def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) ->
     if reasons:
         lines += [f"> **Smoke run: these verdicts mean nothing.** {'; '.join(reasons)}. Verdicts need the "
                   "reference sweep (`make sweep`, then `python -m bnexp report sweep=reference`).", ""]
+    problems = provenance.warnings([str(c) for c in df["git_commit"].dropna()]) if "git_commit" in df else []
+    if problems:
+        lines += [f"> **Provenance: {'; '.join(problems)}.** The numbers below are not all from the current code.", ""]
     if name == ALL:
         lines.append(f"Built from every record in `{root.name}/runs/` ({len(df)}), not from a sweep's planned set "
                      "(no sweep manifest with planned run ids was found, or sweep=all was asked for).")
@@ -270,8 +307,8 @@ def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) ->
         number, seeds = _number_cell(cv.deciding)
         scen = cv.deciding.scenario
         evidence = f"[section](#scenario-{scen})"
-        if scen in figure_of:
-            evidence += f", [figure]({_rel(figure_of[scen], root)})"
+        if (scen, claim) in figure_of:
+            evidence += f", [figure]({_rel(figure_of[(scen, claim)], root)})"
         rules = f"{cv.combine.split(';')[0]} ({tally(cv.rules)})"
         cells = [claim, spec.get("text", ""), spec.get("source", ""), f"**{cv.verdict}**" + _brief(cv),
                  number, seeds, rules, evidence]
@@ -363,8 +400,6 @@ def _environment(root: Path, name: str, df: pd.DataFrame) -> str:
                  "(tf1 graphs: the graph seed), so a run is repeatable given its seed on the same device and versions; "
                  "`tests/test_cli.py::test_same_seed_gives_identical_metrics` checks a CPU run. The intervals are "
                  "over seeds.")
-    lines.append(f"- machine that built the report: {platform.machine()}, {os.cpu_count()} cores, "
-                 f"Python {platform.python_version()}")
     ids = set(zip(df["scenario"], df["run_id"])) if not df.empty else set()
     for sweep, data in manifest.all_manifests(root).items():
         if sweep != name and not (manifest.planned_ids(data) & ids):
@@ -372,7 +407,7 @@ def _environment(root: Path, name: str, df: pd.DataFrame) -> str:
         if "seconds" in data:
             lines.append(f"- sweep `{sweep}`: {data.get('runs')} runs ({data.get('already_done')} already done at "
                          f"start), {data['seconds']:.0f} s wall, {data.get('jobs')} parallel jobs, finished "
-                         f"{data.get('finished')}")
+                         f"{data.get('finished')}" + (f" on {data['machine']}" if data.get("machine") else ""))
         else:
             lines.append(f"- sweep `{sweep}`: planned, not finished")
     lines.append(f"- report built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")

@@ -11,32 +11,16 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from bnexp import PACKAGE_DIR
 from bnexp.names import LEGACY
+from bnexp.provenance import checkout, git_commit
 from bnexp.store import Store, flatten, identity, run_id
 
 LOG_TAIL = 1500  # characters of the child's output kept in a failed record's error
-
-
-@lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit of the bnexp checkout (with +dirty), or 'unknown' outside git."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10)
-
-    try:
-        head = git("rev-parse", "--short=12", "HEAD")
-        if head.returncode != 0:
-            return "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
 
 
 def child_env(semantics: str, device: str, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -113,6 +97,7 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
         "tensorflow": result.get("versions", {}).get("tensorflow"),
         "keras": result.get("versions", {}).get("keras"),
         "git_commit": git_commit(),
+        "git_clean": checkout()[1],
         "started_at": started,
     }
     return record, store.commit(tmp, scenario, rid, record)

@@ -14,6 +14,7 @@ results/), else paths.results_dir (default results/local/, git-ignored); paths.r
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bnexp import CONFIG_DIR, config_check, manifest
+from bnexp import CONFIG_DIR, config_check, manifest, provenance
 from bnexp.errors import UserError
 from bnexp.runner import _die_with_parent
 from bnexp.store import Store, os_error_line, run_id
@@ -37,7 +38,7 @@ class Point:
 
 def _split(argv: list[str]) -> tuple[dict, list[str]]:
     """Sweep options (sweep=, scenarios=) apart from overrides passed on to every run."""
-    opts, rest = {"sweep": "quick", "scenarios": None}, []
+    opts, rest = {"sweep": "quick", "scenarios": None, "allow_dirty": "false"}, []
     for a in argv:
         key = a.split("=", 1)[0]
         if key in opts and "=" in a:
@@ -109,6 +110,7 @@ def main(argv: list[str]) -> int:
     extra = default_results_dir(opts["sweep"], extra)
     scenarios = [s for s in opts["scenarios"].split(",") if s] if opts["scenarios"] is not None else None
     sweep, multirun, points, results_dir = plan(opts["sweep"], scenarios, extra)
+    _check_tree(sweep, opts["allow_dirty"])
     store = Store(results_dir)
     store.check_writable()
     manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s] for s in multirun})
@@ -177,6 +179,18 @@ def _refresh(bar, store, points) -> None:
     bar.refresh()
 
 
+def _check_tree(sweep: dict, allow_dirty: str) -> None:
+    """The committed reference comes from committed code: a sweep that asks for a clean tree refuses a dirty one
+    unless allow_dirty=true (its records then say +dirty, and the report says so at its top)."""
+    if allow_dirty not in ("true", "false"):
+        raise UserError(f"allow_dirty must be true or false, got {allow_dirty!r}")
+    commit, clean = provenance.checkout()
+    if sweep.get("requires_clean_tree") and not clean and allow_dirty == "false":
+        raise UserError(f"sweep {sweep['name']} writes the committed results and needs a clean tree, but {commit} has "
+                        "uncommitted changes (git status); commit them, or pass allow_dirty=true (the report will "
+                        "say so at its top)")
+
+
 def _write_meta(store: Store, name: str, points, already_done: int, start: float, extra: list[str]) -> None:
     """Wall time of this sweep, for the report's environment section."""
     import json
@@ -185,7 +199,9 @@ def _write_meta(store: Store, name: str, points, already_done: int, start: float
     launcher = next((e.split("=", 1)[1] for e in extra if e.startswith("hydra/launcher=")), "local")
     meta = {"name": name, "runs": len(points), "already_done": already_done, "seconds": time.time() - start,
             "jobs": os.environ.get("BNEXP_JOBS", "2") if launcher == "local" else launcher,
-            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "git_commit": provenance.git_commit()}
     folder = store.root / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps({**(manifest.read(store.root, name) or {}), **meta}, indent=1))
