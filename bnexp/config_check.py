@@ -68,6 +68,12 @@ def validate(cfg: dict) -> None:
     _number(cfg, "train.lr", 0, lo_open=True)
     _number(cfg, "train.timeout_s", 0, lo_open=True)
     _number(cfg, "seed", 0, integer=True)
+    worker = cfg.get("worker") or {}
+    if worker.get("warm", True) not in (True, False):
+        raise UserError(f"worker.warm must be true or false, got {worker['warm']!r}")
+    for key in ("max_runs", "chunk"):
+        if key in worker:
+            _number(cfg, f"worker.{key}", 1, integer=True)
     bn_training = cfg.get("bn", {}).get("training")
     if bn_training not in (None, True, False):
         raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")

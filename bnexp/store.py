@@ -23,7 +23,7 @@ from pathlib import Path
 from bnexp.errors import UserError
 
 # Config keys that do not change a run's numbers, so they are not part of its identity.
-NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s")
+NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "train.timeout_s", "worker")
 RECORD = "metrics.json"
 
 
