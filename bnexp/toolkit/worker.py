@@ -15,8 +15,9 @@ import sys
 import time
 
 
-def run_logged(run_dir: str) -> str:
-    """run_one(run_dir) with fds 1 and 2 pointed at run_dir/log.txt; the run's status."""
+def run_logged(run_dir: str, n: int) -> str:
+    """run_one(run_dir), this worker's run number `n`, with fds 1 and 2 pointed at run_dir/log.txt; the
+    run's status."""
     from bnexp.toolkit.child import run_one
 
     started = time.perf_counter()
@@ -27,6 +28,7 @@ def run_logged(run_dir: str) -> str:
     try:
         os.dup2(log, 1)
         os.dup2(log, 2)
+        print(f"bnexp: warm worker pid {os.getpid()}, its run {n}", flush=True)
         return run_one(run_dir, started=started)
     finally:
         sys.stdout.flush()
@@ -40,8 +42,8 @@ def run_logged(run_dir: str) -> str:
 def main() -> int:
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol channel: nothing else writes to it
     os.dup2(2, 1)  # stray output between runs goes to the parent's stderr, never into an answer
-    for line in sys.stdin:
-        answers.write(run_logged(line.strip()) + "\n")
+    for n, line in enumerate(sys.stdin, start=1):
+        answers.write(run_logged(line.strip(), n) + "\n")
     return 0
 
 
