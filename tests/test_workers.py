@@ -30,7 +30,7 @@ SEQUENCE = [
     ["scenario=weights_order", "semantics=keras2_v1", "seed=1"],
     ["scenario=update_ops", "update_ops.impl=tf_layers", "seed=1"],
 ]
-NOT_COMPARED = re.compile(r"(_s$|rss|wall|started_at|git_commit|from_cache)")  # time, memory, provenance
+NOT_COMPARED = re.compile(r"(_s$|rss|wall|started_at|git_commit|from_cache|pid)")  # time, memory, provenance
 
 
 def _configs(results: Path, warm: bool, sequence=SEQUENCE) -> list[dict]:
