@@ -118,8 +118,8 @@ def _processes_with(marker: str) -> list[int]:
 
 
 def test_kill_9_of_a_multirun_leaves_no_worker_behind(tmp_path, cache_dir):
-    marker = f"BNEXP_TEST_MARK={uuid.uuid4().hex}"
-    env = bnexp_env(cache_dir, BNEXP_JOBS="2", BNEXP_TEST_MARK=marker.split("=")[1])
+    marker = f"BNEXP_TEST_MARK={uuid.uuid4().hex}"  # in the environment of every process the multirun starts
+    env = {**bnexp_env(cache_dir, BNEXP_TEST_MARK=marker.split("=")[1]), "BNEXP_JOBS": "2"}
     results = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "bnexp", "run", "-m", "scenario=momentum", "seed=0,1,2,3", *TINY,
                              f"paths.results_dir={results}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
