@@ -57,15 +57,16 @@ def _records(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in results.glob("runs/*/*/metrics.json")]
 
 
-def step_overhead(reps: int, steps: int, batch_size: int = 64) -> dict:
+def step_overhead(reps: int, steps: int, batch_size: int = 64, fixed_order: bool = False) -> dict:
     """Median time ratio harness/plain for `steps` optimizer steps on compiled, warmed-up models.
 
     Harness: bnexp.training.fit over bnexp.data.train_batches (the path every scenario trains with,
     after compile). Plain: model.fit(x, y, batch_size) on NumPy arrays; a second plain model gives the
-    noise floor (plain / plain). The arms run in a new random order each repetition: in a fixed order the
-    first arm of each round measured up to 1.2x slower on a loaded machine, which is where the earlier
-    1.21 "overhead" came from (same code in both positions: 1.18 first vs 0.85 second). Wall and process
-    CPU time (all threads). Compiling and tracing are a per-run fixed cost, measured by fixed_cost().
+    noise floor (plain / plain). The arms run in a new random order each repetition: the earlier 1.21
+    "overhead" came from running the harness first in every round, a position that measured slower on a
+    loaded machine whatever ran in it (`--fixed-order` runs harness, plain, plain again in that order to
+    show it). Wall and process CPU time (all threads). Compiling and tracing are a per-run fixed cost,
+    measured by fixed_cost().
     """
     import random
 
@@ -96,7 +97,8 @@ def step_overhead(reps: int, steps: int, batch_size: int = 64) -> dict:
     cpu = {k: [] for k in arms}
     for rep in range(reps):
         order = list(arms)
-        random.Random(rep).shuffle(order)
+        if not fixed_order:
+            random.Random(rep).shuffle(order)
         for k in order:
             fn, m = arms[k]
             t, c = time.perf_counter(), time.process_time()
@@ -109,6 +111,7 @@ def step_overhead(reps: int, steps: int, batch_size: int = 64) -> dict:
 
     return {"ratio_median": ratio(wall, "harness", "plain"), "cpu_ratio_median": ratio(cpu, "harness", "plain"),
             "noise_ratio_median": ratio(wall, "plain_again", "plain"), "reps": reps, "steps": steps,
+            "order": "fixed (harness, plain, plain again)" if fixed_order else "random",
             "plain_steps_per_s": steps / statistics.median(wall["plain"])}
 
 
@@ -187,7 +190,7 @@ def _markdown(res: dict) -> str:
     if "overhead" in res:
         o = res["overhead"]
         lines.append(f"| training-step overhead: harness / plain `model.fit` wall time (median of {o['reps']} rounds "
-                     f"in random order, {o['steps']} steps; CPU time {o['cpu_ratio_median']:.3f}; noise floor, "
+                     f"in {o['order']} order, {o['steps']} steps; CPU time {o['cpu_ratio_median']:.3f}; noise floor, "
                      f"plain / plain: {o['noise_ratio_median']:.3f}) | {o['ratio_median']:.3f} | <= 1.05 |")
     if "warm" in res:
         w = res["warm"]
@@ -230,6 +233,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="1,2,3,4,5", help="which measures, e.g. 1,2")
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--fixed-order", action="store_true", help="step overhead: the old fixed order of arms")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench.md"))
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -250,7 +254,7 @@ def main(argv=None) -> None:
         res["reference"] = reference_sweep()
     if "1" in only:  # last: it imports TensorFlow into this process
         print("training-step overhead ...", flush=True)
-        res["overhead"] = step_overhead(args.reps, steps=200)
+        res["overhead"] = step_overhead(args.reps, steps=200, fixed_order=args.fixed_order)
     text = _markdown(res)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
