@@ -135,3 +135,18 @@ def test_kill_9_of_a_multirun_leaves_no_worker_behind(tmp_path, cache_dir):
     while _processes_with(marker) and time.time() < deadline:
         time.sleep(0.2)
     assert _processes_with(marker) == []
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_runs", 0, "worker.max_runs must be a whole number in [1, inf], got 0"),
+    ("chunk", 2.5, "worker.chunk must be a whole number in [1, inf], got 2.5"),
+    ("warm", "yes", "worker.warm must be true or false, got 'yes'"),
+])
+def test_bad_worker_settings_are_one_clear_line(tmp_path, key, value, message):
+    from bnexp.config_check import validate
+    from bnexp.errors import UserError
+
+    cfg = _configs(tmp_path, True, [["seed=0"]])[0]
+    cfg["worker"][key] = value
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate(cfg)
