@@ -142,7 +142,7 @@ def run(cfg: dict, run_dir: Path) -> int | None:
     timeout = float(cfg["train"]["timeout_s"])
     if not opts.get("warm", True):
         return run_fresh(cfg["semantics"], cfg["device"], run_dir, timeout)
-    return run_warm(cfg["semantics"], cfg["device"], run_dir, timeout, int(opts.get("max_runs", 50)))
+    return run_warm(cfg["semantics"], cfg["device"], run_dir, timeout, int(opts.get("max_runs", 20)))
 
 
 @atexit.register
