@@ -333,6 +333,12 @@ def validate(cfg: dict) -> None:
     for key in ("eval_batch_size", "precise_batches", "precise_batch_size"):
         _number(cfg, f"probe.{key}", 1, integer=True)
     _number(cfg, "seed", 0, integer=True)
+    worker = cfg.get("worker") or {}
+    if worker.get("warm", True) not in (True, False):
+        raise UserError(f"worker.warm must be true or false, got {worker['warm']!r}")
+    for key in ("max_runs", "chunk"):
+        if key in worker:
+            _number(cfg, f"worker.{key}", 1, integer=True)
     bn_training = cfg.get("bn", {}).get("training")
     if bn_training not in (None, True, False):
         raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")

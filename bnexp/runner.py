@@ -1,46 +1,25 @@
-"""Parent side of one run: skip if done, start the child process for the run's semantics, enforce the
-timeout, and commit the record (ok, failed or diverged; never dropped). Imports no TensorFlow."""
+"""Parent side of one run: skip if done, hand it to a child process for the run's semantics (a warm worker
+or a fresh process, bnexp.workers), which enforces the timeout, and commit the record (ok, failed or
+diverged; never dropped). Imports no TensorFlow."""
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from bnexp import PACKAGE_DIR
-from bnexp.names import LEGACY
+from bnexp import workers
 from bnexp.provenance import checkout, git_commit
 from bnexp.store import Store, flatten, identity, run_id
+from bnexp.workers import child_env, die_with_parent as _die_with_parent  # noqa: F401 (their old home)
 
 LOG_TAIL = 1500  # characters of the child's output kept in a failed record's error
 
 
-def child_env(semantics: str, device: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a child process that will run `semantics` on `device`."""
-    env = dict(os.environ if base is None else base)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    if semantics in LEGACY:
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = "-1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
-def _die_with_parent():
-    """In the child: get SIGKILL when the parent dies, so a killed sweep leaves no orphan training."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
@@ -55,21 +34,7 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     timeout = float(cfg["train"]["timeout_s"])
-    env = child_env(cfg["semantics"], cfg["device"])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
-    with open(tmp / "log.txt", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bnexp.toolkit.child", str(tmp)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=_die_with_parent, start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
-        except BaseException:  # Ctrl-C: take the child down too, then let the interrupt through
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+    code = workers.run(cfg, tmp)  # a warm worker or a fresh process (worker.warm); None: timed out
     wall = time.perf_counter() - t0
     result = _read_result(tmp / "result.json")
     if code is None:

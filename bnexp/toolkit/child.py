@@ -1,8 +1,10 @@
-"""The child process of one run: `python -m bnexp.child RUN_DIR`.
+"""One run in this process: `python -m bnexp.toolkit.child RUN_DIR` (a fresh process), or `run_one(RUN_DIR)`
+called by a warm worker (bnexp.toolkit.worker) run after run.
 
 RUN_DIR holds config.yaml (resolved). The process' environment was set for the run's semantics by
-the parent (bnexp.runner); here the framework is activated, the seed set, the scenario's `run(cfg, ctx)`
-called, and result.json written. Nothing else in bnexp imports TensorFlow at module level.
+the parent (bnexp.workers); here the framework is activated, its state reset (a clean session, seeds and
+op determinism), the scenario's `run(cfg, ctx)` called, and result.json written. Nothing else in bnexp
+imports TensorFlow at module level.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bnexp import PROCESS_START
 from bnexp.toolkit import data as data_mod
 from bnexp.toolkit import training
 from bnexp.errors import Diverged, UserError
@@ -35,6 +38,7 @@ class Context:
     cache_dir: Path
     device: str
     history: list[dict] = field(default_factory=list)
+    started: float = PROCESS_START  # perf_counter() when this run started (a warm worker's run: not the process)
 
     def data(self, **kwargs) -> data_mod.Prepared:
         """The run's dataset as `data` says (kwargs: classes=, shift_kind= override it)."""
@@ -49,20 +53,30 @@ def pick_device(tf, wanted: str) -> str:
     return f"gpu:{len(gpus)}" if gpus and wanted != "cpu" else "cpu"
 
 
-def main(run_dir: str) -> int:
+def reset(fw: Flavour, seed: int) -> None:
+    """The state every run starts from, in a fresh process or a warm worker alike: no models, graphs or
+    layer-name counters left from before, seeds set, TensorFlow ops deterministic."""
+    fw.keras.backend.clear_session()
+    if fw.name == "tf1":
+        fw.tf.compat.v1.reset_default_graph()
+    fw.set_seed(seed)
+
+
+def run_one(run_dir: str | Path, started: float | None = None) -> str:
+    """Run the config in RUN_DIR, write result.json (and history.csv) there; return the run's status."""
     run_dir = Path(run_dir)
+    start = time.perf_counter() if started is None else started
     cfg = OmegaConf.load(run_dir / "config.yaml")
     result = {"status": "failed", "error": None, "metrics": {}}
-    start = time.perf_counter()
     ctx = None
     try:
         fw = activate(cfg.semantics)
         result["versions"] = {"tensorflow": fw.tf.__version__, "keras": fw.keras.__version__}
         device = pick_device(fw.tf, cfg.device)
         result["device"] = device
-        fw.set_seed(int(cfg.seed))
+        reset(fw, int(cfg.seed))
         training.log_to(fw, run_dir, tensorboard=bool(cfg.get("log", {}).get("tensorboard", False)))
-        ctx = Context(fw, cfg, run_dir, Path(cfg.paths.cache_dir).expanduser(), device)
+        ctx = Context(fw, cfg, run_dir, Path(cfg.paths.cache_dir).expanduser(), device, started=start)
         module = importlib.import_module(f"experiments.{cfg.scenario.name}")
         result["metrics"] = module.run(cfg, ctx)
         result["status"] = "ok"
@@ -78,6 +92,11 @@ def main(run_dir: str) -> int:
     if ctx is not None and ctx.history and not (run_dir / "history.csv").exists():  # no Keras fit (TF1 graph)
         _write_history(run_dir / "history.csv", ctx.history)
     (run_dir / "result.json").write_text(json.dumps(result, default=_plain))
+    return result["status"]
+
+
+def main(run_dir: str) -> int:
+    run_one(run_dir, started=PROCESS_START)
     return 0
 
 

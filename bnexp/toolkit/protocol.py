@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from bnexp import PROCESS_START
 from bnexp.toolkit import budget, data, models, precise_bn, probes, training
 
 
@@ -25,7 +24,7 @@ def train(cfg, ctx, model, d: data.Prepared, steps: int | None = None, seed_offs
     steps = int(cfg.train.batches if steps is None else steps)
     training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr if lr is None else lr))
     ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
-    started = time.perf_counter() - PROCESS_START
+    started = time.perf_counter() - ctx.started  # the run's start: process start, or a warm worker's next run
     history = ctx.history if history is None else history
     return {**training.fit(model, ds, steps, history=history, verbose=int(cfg.get("verbose", 0))),
             "to_first_step_s": started}

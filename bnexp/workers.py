@@ -1,0 +1,152 @@
+"""Child processes that run the runs: a fresh one per run, or warm workers that stay alive across runs.
+
+TensorFlow takes seconds to start, so by default (`worker.warm=true`) each launcher process (a Hydra job
+process: a joblib/loky worker of a multirun, or a submitit job) keeps a pool of long-lived workers
+(bnexp.toolkit.worker), one per kind of semantics and device, and hands each run to the right one. A run
+in a warm worker starts from the same clean state as in a fresh process (bnexp.toolkit.child.reset), so
+its numbers are the same bit for bit (tests/test_workers.py). A worker is recycled after worker.max_runs
+runs and after any run that is not ok, a timeout or a crash. `worker.warm=false` starts a fresh
+`python -m bnexp.toolkit.child RUN_DIR` for every run.
+
+Every child gets SIGKILL when its launcher dies (PR_SET_PDEATHSIG), so a `kill -9` of a sweep leaves no
+orphan; a warm worker also exits at the end of its stdin. Imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bnexp import PACKAGE_DIR
+from bnexp.names import LEGACY
+
+# Semantics that can share a worker: the same TF_USE_LEGACY_KERAS and eager mode (keras2_v1 differs from
+# tf_keras only in the BN class a model is built with). tf1 switches eager execution off for good.
+KINDS = {"keras3": "keras3", "tf_keras": "tf_keras", "keras2_v1": "tf_keras", "tf1": "tf1"}
+
+
+def child_env(semantics: str, device: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process that will run `semantics` on `device`."""
+    env = dict(os.environ if base is None else base)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    if semantics in LEGACY:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
+    return env
+
+
+def die_with_parent():
+    """In the child: get SIGKILL when the parent dies, so a killed sweep leaves no orphan training."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _start(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], env=env, preexec_fn=die_with_parent,
+                            start_new_session=True, **kwargs)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_fresh(semantics: str, device: str, run_dir: Path, timeout: float) -> int | None:
+    """`python -m bnexp.toolkit.child RUN_DIR` with its output in log.txt; its exit code, None on timeout."""
+    with open(run_dir / "log.txt", "w") as log:
+        proc = _start(["bnexp.toolkit.child", str(run_dir)], child_env(semantics, device), stdout=log,
+                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return None
+        except BaseException:  # Ctrl-C: take the child down too, then let the interrupt through
+            _kill(proc)
+            raise
+
+
+class Worker:
+    """One warm worker process and the number of runs it has done."""
+
+    def __init__(self, semantics: str, device: str):
+        self.proc = _start(["bnexp.toolkit.worker"], child_env(semantics, device), stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.runs = 0
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, run_dir: Path, timeout: float) -> str | None:
+        """The run's status as the worker answers it; None on a timeout or if the worker died (then it is
+        killed and must not be used again)."""
+        self.runs += 1
+        try:
+            self.proc.stdin.write(f"{run_dir}\n")
+            self.proc.stdin.flush()
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            answer = self.proc.stdout.readline().strip() if ready else ""
+        except BrokenPipeError:
+            answer = ""
+        except BaseException:  # Ctrl-C: take the worker down too, then let the interrupt through
+            self.close()
+            raise
+        if not answer:
+            self.close()
+            return None
+        return answer
+
+    def close(self) -> None:
+        _kill(self.proc)
+
+
+_pool: dict[tuple[str, str], Worker] = {}
+
+
+def run_warm(semantics: str, device: str, run_dir: Path, timeout: float, max_runs: int) -> int | None:
+    """Run in this process' warm worker for the semantics' kind and device (started if there is none).
+    Returns 0 if the worker answered, None on a timeout, else the code the worker died with."""
+    key = (KINDS[semantics], device)
+    worker = _pool.get(key)
+    if worker is None or not worker.alive():
+        worker = _pool[key] = Worker(semantics, device)
+    (run_dir / "log.txt").touch()  # the worker appends the run's output here
+    deadline = time.monotonic() + timeout
+    status = worker.run(run_dir, timeout)
+    code = 0 if status is not None else (None if time.monotonic() >= deadline else worker.proc.returncode)
+    if status != "ok" or worker.runs >= max_runs:  # recycle: a failed run may have left anything behind
+        worker.close()
+        del _pool[key]
+    return code
+
+
+def run(cfg: dict, run_dir: Path) -> int | None:
+    """Run the resolved config whose folder is `run_dir` in a child process, as `worker` says: the
+    child's exit code (0: result.json written, if the run got that far), None on a timeout."""
+    opts = cfg.get("worker") or {}
+    timeout = float(cfg["train"]["timeout_s"])
+    if not opts.get("warm", True):
+        return run_fresh(cfg["semantics"], cfg["device"], run_dir, timeout)
+    return run_warm(cfg["semantics"], cfg["device"], run_dir, timeout, int(opts.get("max_runs", 20)))
+
+
+@atexit.register
+def close_all() -> None:
+    """Stop every warm worker of this process (they would also exit at the end of their stdin)."""
+    while _pool:
+        _pool.popitem()[1].close()
