@@ -126,3 +126,16 @@ def test_c08_precondition_gates_the_claim():
     converged = evaluate(synthetic(gate, lambda group, seed: 1.0), gate, "C08/converged")
     assert combine("C08", [good, converged]).verdict == "reproduced"
     assert combine("C08", [good, lagging]).verdict == "precondition not met"
+
+
+@pytest.mark.parametrize("scenario", sorted(RULES))
+def test_contrast_sides_and_baselines_are_in_the_reference_grid(scenario):
+    """A contrast or a baseline whose value the reference sweep never runs would be judged on nothing."""
+    grid = yaml.safe_load((ROOT / "configs" / "sweep" / "reference.yaml").read_text())["grids"][scenario]
+    swept = {k: [yaml.safe_load(v) for v in str(vals).split(",")] for k, vals in grid.items()}
+    for rule in scenario_rules(scenario):
+        c = rule.get("contrast")
+        wanted = {**({c["factor"]: [c["a"], c["b"]]} if c else {}),
+                  **{k: [v] for k, v in (rule.get("baseline") or {}).items()}}
+        for key, values in wanted.items():
+            assert key in swept and set(values) <= set(swept[key]), (scenario, rule.get("says"), key, values)
