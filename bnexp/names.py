@@ -19,8 +19,8 @@ NORMS = {
     "none": "no normalization layer",
     "gn": "GroupNormalization (8 groups)",
     "ln": "LayerNormalization (all non-batch axes)",
-    "brn": "Batch Renormalization (BatchNormalization(renorm=True, renorm_momentum=bn.momentum)), Keras' default: r, d unclipped",
-    "brn_clip": "Batch Renormalization with r clipped to [1/3, 3] and d to [-5, 5] (the BRN paper's final limits, fixed)",
+    "brn": "Batch Renormalization (BatchNormalization(renorm=True, renorm_momentum=bn.momentum)), r, d unclipped",
+    "brn_clip": "Batch Renormalization, r clipped to [1/3, 3], d to [-5, 5] (the BRN paper's final limits, fixed)",
 }
 # Which layers of small_cnn / mlp carry the norm layer (model.norm_layers); the others keep their bias.
 NORM_LAYERS = {

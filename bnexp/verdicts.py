@@ -360,7 +360,8 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
     metric = (f"{rule['metric']}({c['factor']}={value_label(c['a'])}) - ({value_label(c['b'])})" if c
               else rule["metric"])
     if rule.get("baseline"):
-        metric = f"{metric} minus the same with {', '.join(f'{k}={value_label(v)}' for k, v in rule['baseline'].items())}"
+        control = ", ".join(f"{k}={value_label(v)}" for k, v in rule["baseline"].items())
+        metric = f"{metric} minus the same with {control}"
     out = RuleResult(rule["claim"], label or rule["claim"], "inconclusive", describe(rule), rule.get("says", ""),
                      metric, scenario, role=rule.get("role", "evidence"))
     rows = _select(df, rule.get("where")).reset_index(drop=True)  # unique labels: masks below align by index

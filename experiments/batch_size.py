@@ -2,10 +2,10 @@
 batch (GroupNorm, LayerNorm) or correct for it (Batch Renormalization, BN with renorm=True) do not.
 
 Protocol: small_cnn with the norm layer `norm` (bn | gn | ln | brn | brn_clip | none) on the layers
-`model.norm_layers` names (conv_dense: conv1, conv2 and the dense fc1; conv: the convolutions only) is trained for `train.epochs`
-epochs over the same training subset (`data.train_size` samples, drawn by seed) at batch size
-`train.batch_size`, so every batch size sees the same number of samples (a practitioner's fixed epoch
-budget) and takes steps = epochs * train_size / batch_size optimizer steps. On the same test data we then
+`model.norm_layers` names (conv_dense: conv1, conv2 and the dense fc1; conv: the convolutions only) is
+trained for `train.epochs` epochs over the same training subset (`data.train_size` samples, drawn by seed)
+at batch size `train.batch_size`, so every batch size sees the same number of samples (a practitioner's
+fixed epoch budget) and takes steps = epochs * train_size / batch_size optimizer steps. On the same test data we then
 measure accuracy
   - with the moving statistics Keras kept (inference mode: what a user gets),
   - with batch statistics, in eval batches of `probe.eval_batch_size`, and in batches of the training

@@ -10,8 +10,9 @@ optimizer's minimize, built under `tf.control_dependencies(update_ops)` if `upda
 without. Train train.batches steps on feed_dict batches with is_training=True. Measure: whether the
 moving statistics differ at all from their values right after initialization (exact 0/1 flag) and the
 largest deviation, and how far they are from the precise-BN population statistics (`stat_err_max`,
-`stat_converged`: the attached runs must converge, else inference re-measures C01); accuracy on train/test data with batch statistics, with the moving statistics
-(inference) and with precise-BN statistics recomputed in the graph (R1); how many ops the UPDATE_OPS
+`stat_converged`: the attached runs must converge, else inference re-measures C01); accuracy on
+train/test data with batch statistics, with the moving statistics (inference) and with precise-BN
+statistics recomputed in the graph (R1); how many ops the UPDATE_OPS
 collection and the implementation's update list hold. The dependency does not change the forward or
 backward pass, so runs that differ only in `attach` should train identical weights
 (`trainable_abs_sum`).
