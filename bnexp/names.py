@@ -19,7 +19,13 @@ NORMS = {
     "none": "no normalization layer",
     "gn": "GroupNormalization (8 groups)",
     "ln": "LayerNormalization (all non-batch axes)",
-    "brn": "Batch Renormalization (BatchNormalization(renorm=True, renorm_momentum=bn.momentum))",
+    "brn": "Batch Renormalization (BatchNormalization(renorm=True, renorm_momentum=bn.momentum)), r, d unclipped",
+    "brn_clip": "Batch Renormalization, r clipped to [1/3, 3], d to [-5, 5] (the BRN paper's final limits, fixed)",
+}
+# Which layers of small_cnn / mlp carry the norm layer (model.norm_layers); the others keep their bias.
+NORM_LAYERS = {
+    "conv_dense": "every conv and hidden dense layer (small_cnn: conv1, conv2, fc1)",
+    "conv": "conv layers only; the hidden dense layer fc1 has no norm (a dense BN at batch B normalizes over B values)",
 }
 FLAG_STYLES = ("functional", "subclass")
 

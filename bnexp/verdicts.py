@@ -14,6 +14,10 @@ A rule is data in a scenario config, written before the sweep runs:
       by: semantics                     # optional: judge each value (or combination, for a list) apart
       expect: {keras2_v1: holds, keras3: fails, tf_keras: fails}   # optional, with `by`: a predicted split
       precondition: flag_honoured       # optional: rows where this metric is not 1/true are not evidence
+      baseline: {norm: none}            # optional, with contrast: minus the same contrast on the rows where
+                                        #   these factors take these values (the rest of `where` kept), by seed
+      require: all                      # optional, with by: one group against the prediction -> not reproduced
+      role: precondition                # optional: the claim's precondition (see below), not evidence for it
       min_seeds: 3                      # optional (default MIN_SEEDS)
 
 Per group and seed the metric is averaged over the selected rows, so every seed counts once; the
@@ -26,12 +30,20 @@ not met` (every row failed the precondition). A group "holds" when it goes the p
 A rule's verdict: `reproduced` when every group holds, `not reproduced` when every group goes against
 the prediction, `inconclusive` or `precondition not met` when every group is; any other mix where at
 least one group is settled is `depends on <by>`, listing every group as holds / fails / unsettled /
-precondition not met. Groups come from the rows the rule's `where` selected. The rule's number is its
-worst group (least support for the prediction), never a pool of groups.
+precondition not met; with `require: all` (a claim "for every B") such a mix is `not reproduced` when a
+group fails, else `inconclusive`. Groups come from the rows the rule's `where` selected. The rule's number
+is its worst group (least support for the prediction), never a pool of groups.
+
+A `baseline` reads a claim against a control: the per-seed value is the contrast on the rule's rows minus
+the same contrast on the baseline rows (where overridden by `baseline`; a `by` factor that `baseline` does
+not name is matched to the group's value), e.g. BN's accuracy drop from batch 32 to 2 minus the no-norm
+model's change over the same batch sizes. Baseline rows are not filtered by `precondition`.
 
 A claim's verdict combines its rules as its scenario config declares (`claim_text`, `combine`): `all`
 (every rule must hold), `any` (one suffices) or `primary` (the named rule decides; the others are
-shown as supporting evidence).
+shown as supporting evidence). Rules with `role: precondition` are not combined: if any of them is not
+`reproduced`, the claim's verdict is `precondition not met` (its evidence measured something else, e.g.
+moving statistics that had not converged), naming that rule; otherwise they are listed beside the evidence.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from scipy import stats
 MIN_SEEDS = 3
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "precondition not met")
 COMBINE = ("all", "any", "primary")
+ROLES = ("evidence", "precondition")
 
 
 def t95(dof: int) -> float:
@@ -156,6 +169,7 @@ class RuleResult:
     groups: list[Group] = field(default_factory=list)
     excluded: int = 0          # selected rows that failed the precondition
     split: bool = False        # the rule predicts an outcome per group (`expect`)
+    role: str = "evidence"     # evidence | precondition (of the claim: see combine)
 
     @property
     def key(self) -> Group | None:
@@ -184,6 +198,9 @@ def describe(rule: dict) -> str:
         c = rule["contrast"]
         metric = (f"{metric}({c['factor']}={value_label(c['a'])}) - {metric}({c['factor']}={value_label(c['b'])}), "
                   f"paired by seed")
+    if rule.get("baseline"):
+        base = ", ".join(f"{k}={value_label(v)}" for k, v in rule["baseline"].items())
+        metric = f"[{metric}] minus the same with {base}"
     text = f"mean over seeds of {metric} {rule['compare']} {rule['threshold']}, 95% CI excluding it"
     if rule.get("margin"):
         text += f" (inside {rule['threshold']} ± {rule['margin']}: not reproduced)"
@@ -193,6 +210,8 @@ def describe(rule: dict) -> str:
         text += f"; where {where}"
     if rule.get("by"):
         text += f"; judged per {', '.join(_as_list(rule['by']))}"
+        if rule.get("require") == "all":
+            text += " (every group must hold)"
     if rule.get("expect"):
         by_outcome: dict[str, list[str]] = {}
         for value, outcome in rule["expect"].items():
@@ -202,6 +221,8 @@ def describe(rule: dict) -> str:
         text += f"; rows count only where {rule['precondition']} is true"
     if rule.get("min_seeds", MIN_SEEDS) != MIN_SEEDS:
         text += f"; needs {rule['min_seeds']} seeds"
+    if rule.get("role") == "precondition":
+        text = f"precondition of the claim: {text}"
     return text
 
 
@@ -221,6 +242,15 @@ def check_rule(rule: dict, where: str = "") -> None:
         bad = {v for v in rule["expect"].values() if v not in ("holds", "fails")}
         if bad:
             raise ValueError(f"{name}: expect values must be holds or fails, got {', '.join(map(str, bad))}")
+    if rule.get("baseline") is not None and (not rule.get("contrast") or not isinstance(rule["baseline"], dict)
+                                             or not rule["baseline"]):
+        raise ValueError(f"{name}: baseline needs a contrast and a non-empty mapping factor -> value")
+    if rule.get("require") not in (None, "all"):
+        raise ValueError(f"{name}: require must be 'all', got {rule['require']!r}")
+    if rule.get("require") and not rule.get("by"):
+        raise ValueError(f"{name}: require: all needs `by` (groups to require)")
+    if rule.get("role", "evidence") not in ROLES:
+        raise ValueError(f"{name}: role must be one of {', '.join(ROLES)}, got {rule['role']!r}")
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
@@ -270,6 +300,14 @@ def per_seed(rows: pd.DataFrame, rule: dict) -> pd.Series:
     return (side["a"] - side["b"]).dropna()
 
 
+def _baseline_rows(df: pd.DataFrame, rule: dict, by: list[str], group_row: pd.Series) -> pd.DataFrame:
+    """The control rows of one group: the rule's `where` with `baseline`'s values, and the group's own value of
+    every `by` factor that `baseline` does not name."""
+    where = {**(rule.get("where") or {}), **rule["baseline"]}
+    where.update({b: group_row[b] for b in by if b not in rule["baseline"]})
+    return _select(df, where)
+
+
 def judge(values: pd.Series, rule: dict, expect: str = "holds", label: str = "") -> Group:
     """One group's verdict from its per-seed values."""
     mean, lo, hi = mean_ci(values)
@@ -291,7 +329,7 @@ def judge(values: pd.Series, rule: dict, expect: str = "holds", label: str = "")
     return group
 
 
-def _combine_groups(groups: list[Group], by: list[str]) -> tuple[str, str]:
+def _combine_groups(groups: list[Group], by: list[str], require_all: bool = False) -> tuple[str, str]:
     """(verdict, detail) of a rule from its groups; see the module docstring."""
     if not groups:
         return "inconclusive", "no ok records match the rule's rows"
@@ -307,7 +345,10 @@ def _combine_groups(groups: list[Group], by: list[str]) -> tuple[str, str]:
         if names:
             parts.append(f"{outcome} for {', '.join(names)}")
     settled = outcomes & {"holds", "fails"}
-    verdict = f"depends on {', '.join(by)}" if settled else "inconclusive"
+    if require_all:  # a claim for every group: one group against it decides
+        verdict = "not reproduced" if "fails" in outcomes else "inconclusive"
+    else:
+        verdict = f"depends on {', '.join(by)}" if settled else "inconclusive"
     return verdict, "; ".join(parts)
 
 
@@ -318,8 +359,11 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
     c = rule.get("contrast")
     metric = (f"{rule['metric']}({c['factor']}={value_label(c['a'])}) - ({value_label(c['b'])})" if c
               else rule["metric"])
+    if rule.get("baseline"):
+        control = ", ".join(f"{k}={value_label(v)}" for k, v in rule["baseline"].items())
+        metric = f"{metric} minus the same with {control}"
     out = RuleResult(rule["claim"], label or rule["claim"], "inconclusive", describe(rule), rule.get("says", ""),
-                     metric, scenario)
+                     metric, scenario, role=rule.get("role", "evidence"))
     rows = _select(df, rule.get("where")).reset_index(drop=True)  # unique labels: masks below align by index
     if any(b not in rows for b in by):
         out.detail = f"no column {', '.join(b for b in by if b not in rows)} in the records"
@@ -338,8 +382,11 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
         if not met[part.index].any():
             out.groups.append(Group(name, "precondition not met", exp))
             continue
-        out.groups.append(judge(per_seed(part[met[part.index]], rule), rule, exp, name))
-    out.verdict, out.detail = _combine_groups(out.groups, by)
+        values = per_seed(part[met[part.index]], rule)
+        if rule.get("baseline"):
+            values = (values - per_seed(_baseline_rows(df, rule, by, part.iloc[0]), rule)).dropna()
+        out.groups.append(judge(values, rule, exp, name))
+    out.verdict, out.detail = _combine_groups(out.groups, by, rule.get("require") == "all")
     unpredicted = [g.label for g in out.groups if not g.expect]
     if unpredicted:
         out.detail += f" (no predicted outcome for {', '.join(unpredicted)})"
@@ -376,8 +423,16 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
     if how not in COMBINE:
         raise ValueError(f"claim {claim}: combine must be one of {', '.join(COMBINE)}, got {how!r}")
     out = ClaimVerdict(claim, "inconclusive", combine=how, rules=rules)
+    gates = [r for r in rules if r.role == "precondition"]
+    rules = [r for r in rules if r.role != "precondition"]
     if not rules:
         out.detail = "no rule"
+        return out
+    unmet = [g for g in gates if g.verdict != "reproduced"]
+    if unmet:  # the evidence measured something else than the claim: it decides nothing
+        out.verdict, out.deciding = "precondition not met", unmet[0]
+        out.detail = "; ".join(f"{g.label} {g.text}" for g in unmet)
+        out.combine = f"precondition {unmet[0].label} not met"
         return out
     if how == "primary":
         chosen = [r for r in rules if r.label == primary or r.label.endswith(f"/{primary}")]

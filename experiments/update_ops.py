@@ -9,14 +9,23 @@ tf.nn.batch_normalization + assign_moving_average registered in UPDATE_OPS. The 
 optimizer's minimize, built under `tf.control_dependencies(update_ops)` if `update_ops.attach`, else
 without. Train train.batches steps on feed_dict batches with is_training=True. Measure: whether the
 moving statistics differ at all from their values right after initialization (exact 0/1 flag) and the
-largest deviation; accuracy on train/test data with batch statistics, with the moving statistics
-(inference) and with precise-BN statistics recomputed in the graph (R1); how many ops the UPDATE_OPS
+largest deviation, and how far they are from the precise-BN population statistics (`stat_err_max`,
+`stat_converged`: the attached runs must converge, else inference re-measures C01); accuracy on
+train/test data with batch statistics, with the moving statistics (inference) and with precise-BN
+statistics recomputed in the graph (R1); how many ops the UPDATE_OPS
 collection and the implementation's update list hold. The dependency does not change the forward or
 backward pass, so runs that differ only in `attach` should train identical weights
 (`trainable_abs_sum`).
+
+`update_ops.zero_debias` is a factor of the manual implementation only: assign_moving_average's default
+(true) divides the average by 1 - momentum^t, which removes the initial 0/1 however few the steps; with
+false the moving statistics lag like Keras' (C01). tf.layers and tf-keras have no such switch: their runs
+record `zero_debias` = NaN whatever the setting.
 """
 
 from __future__ import annotations
+
+import math
 
 from bnexp.toolkit import tf1_graph
 from bnexp.errors import UserError
@@ -26,9 +35,11 @@ def run(cfg, ctx) -> dict:
     fw, opts = ctx.fw, cfg.update_ops
     if cfg.norm != "bn":
         raise UserError(f"scenario {cfg.scenario.name} is about BatchNormalization; use norm=bn, not {cfg.norm!r}")
+    if not isinstance(opts.zero_debias, bool):
+        raise UserError(f"update_ops.zero_debias must be true or false, got {opts.zero_debias!r}")
     d = ctx.data()
     gm = tf1_graph.build(fw, opts.impl, cfg.model.name, d.input_shape, d.num_classes, float(cfg.bn.momentum),
-                         float(cfg.bn.epsilon), int(cfg.seed), zero_debias=bool(opts.manual_zero_debias))
+                         float(cfg.bn.epsilon), int(cfg.seed), zero_debias=opts.zero_debias)
     train_op, loss = tf1_graph.add_train_op(fw, gm, cfg.train.optimizer, float(cfg.train.lr), bool(opts.attach))
     with tf1_graph.session(fw, gm) as sess:
         initial = tf1_graph.moving_values(sess, gm)
@@ -39,6 +50,7 @@ def run(cfg, ctx) -> dict:
             **fit,
             **tf1_graph.moving_summary(initial, after),
             **tf1_graph.decompose(cfg, sess, gm, d),
+            "zero_debias": float(opts.zero_debias) if opts.impl == "manual" else math.nan,  # manual's switch only
             "n_update_ops": len(gm.update_ops),  # what the dependency would attach
             "n_update_ops_collection": gm.update_ops_collection,  # what tf.GraphKeys.UPDATE_OPS holds
             "trainable_abs_sum": tf1_graph.trainable_abs_sum(fw, sess, gm),

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from rule_metrics import missing_rule_metrics
 
 from bnexp.toolkit import budget
 from bnexp.errors import UserError
@@ -33,6 +34,7 @@ def test_bn_run_records_steps_and_the_decomposition(run_cli):
     assert rec["steps"] == 512 // 8 and rec["samples_seen"] == 512  # 1 epoch of the 512-sample subset
     assert rec["precise_forward_passes"] == 4
     assert math.isclose(rec["gap_test"], rec["acc_test_batchstats"] - rec["acc_test_moving"])
+    assert rec["stat.fc1_norm.m"] == 8 and rec["stat.conv1_norm.m"] == 8 * 28 * 28  # dense: m is the batch
 
 
 def test_group_norm_does_not_depend_on_the_mode(run_cli):
@@ -44,3 +46,17 @@ def test_group_norm_does_not_depend_on_the_mode(run_cli):
     assert rec["acc_test_batchstats"] == rec["acc_test_moving"] and rec["gap_test"] == 0
     for key in PRECISE:
         assert key not in rec, key
+    assert rec["acc_test_inference"] == rec["acc_test_moving"]  # no BN: its only inference accuracy
+
+
+def test_conv_only_brn_clip_records_group_sizes_and_the_fair_accuracy(run_cli):
+    """The new factors end to end: the norm on the convolutions only, clipped BRN; m per BN layer."""
+    rec = run_cli("scenario=batch_size", "norm=brn_clip", "model.norm_layers=conv", "train.batch_size=8",
+                  "train.epochs=0.5")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["model.norm_layers"] == "conv" and rec["norm"] == "brn_clip"
+    assert rec["stat.conv1_norm.m"] == 8 * 28 * 28 and rec["stat.conv2_norm.m"] == 8 * 14 * 14
+    assert "stat.fc1_norm.m" not in rec  # fc1 carries no norm
+    assert rec["acc_test_inference"] == rec["acc_test_precise"]
+    assert missing_rule_metrics(rec, "batch_size") <= {"stat.fc1_norm.m"}
+

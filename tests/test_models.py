@@ -25,8 +25,10 @@ def forward(model, shape, training):
 
 def check_norm_layers(model, norm):
     bns = models.batch_norm_layers(model)
-    if norm in ("bn", "brn"):
-        assert bns and all(layer.renorm == (norm == "brn") for layer in bns)
+    if norm in ("bn", "brn", "brn_clip"):
+        assert bns and all(layer.renorm == (norm != "bn") for layer in bns)
+        clipping = models.BRN_CLIPPING if norm == "brn_clip" else {}
+        assert all((layer.renorm_clipping or {}) == clipping for layer in bns if layer.renorm)
     else:
         assert not bns
     if norm in NORM_CLASS:
@@ -104,3 +106,22 @@ def test_flag_fixed_model_undoes_its_build_call(fw):
     before = np.array(bn.moving_mean)
     model(np.ones((4, *SHAPES["mlp"]), np.float32) * 5, training=False)  # the fixed flag wins: an update
     assert not np.array_equal(np.asarray(bn.moving_mean), before)
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "brn_clip"])
+def test_norm_layers_conv_leaves_the_dense_layer_unnormalized_with_its_bias(fw, norm):
+    full = models.build(fw, "small_cnn", SHAPES["small_cnn"], 10, norm, norm_layers="conv_dense")
+    conv = models.build(fw, "small_cnn", SHAPES["small_cnn"], 10, norm, norm_layers="conv")
+    names = [layer.name for layer in conv.layers]
+    assert "conv1_norm" in names and "conv2_norm" in names and "fc1_norm" not in names
+    assert "fc1_norm" in [layer.name for layer in full.layers]
+    assert conv.get_layer("fc1").use_bias and not conv.get_layer("conv1").use_bias
+    assert not full.get_layer("fc1").use_bias
+    forward(conv, SHAPES["small_cnn"], True)
+
+
+def test_unknown_norm_layers_is_one_clear_error(fw):
+    with pytest.raises(models.UserError, match="model.norm_layers 'dense'.*valid: conv_dense, conv"):
+        models.build(fw, "small_cnn", SHAPES["small_cnn"], 10, "bn", norm_layers="dense")
+    with pytest.raises(models.UserError, match="resnet_tiny"):
+        models.build(fw, "resnet_tiny", SHAPES["resnet_tiny"], 10, "bn", norm_layers="conv")

@@ -1,10 +1,13 @@
 """The update_ops scenario (C08, TF1 graph mode) end to end through the real CLI, at tiny size."""
 
+import math
+
 import pytest
+from rule_metrics import missing_rule_metrics
 
 KEYS = ("moving_unchanged", "moving_max_abs_dev", "acc_test_batchstats", "acc_test_moving", "acc_test_precise",
         "acc_train_precise", "gap_test", "n_update_ops", "n_update_ops_collection", "trainable_abs_sum",
-        "steps", "proc.pid", "proc.eager", "proc.legacy_keras")
+        "steps", "proc.pid", "proc.eager", "proc.legacy_keras", "stat_err_max", "stat_converged", "zero_debias")
 
 
 def _ok(rec):
@@ -25,6 +28,19 @@ def test_tf_layers_dependency_moves_only_the_statistics(run_cli):
     # The dependency adds ops but changes neither the forward nor the backward pass.
     assert on["trainable_abs_sum"] == off["trainable_abs_sum"]
     assert on["acc_test_batchstats"] == off["acc_test_batchstats"]
+    # 4 steps at momentum 0.9 leave 0.9^4 = 66% of the initial 0/1: far from converged; unattached stays 0/1
+    assert on["stat_err_max"] > 0.1 and on["stat_converged"] == 0.0 == off["stat_converged"]
+    assert math.isnan(on["zero_debias"])  # tf.layers has no such switch
+    assert missing_rule_metrics(on, "update_ops") == set()
+
+
+def test_zero_debias_is_manual_bns_factor(run_cli):
+    """De-biasing divides by 1 - momentum^t: after 4 steps it removes the initial 0/1 that plain EMA keeps."""
+    debiased = _ok(run_cli("scenario=update_ops", "update_ops.impl=manual", "update_ops.zero_debias=true"))
+    plain = _ok(run_cli("scenario=update_ops", "update_ops.impl=manual", "update_ops.zero_debias=false"))
+    assert debiased["zero_debias"] == 1.0 and plain["zero_debias"] == 0.0
+    assert debiased["trainable_abs_sum"] == plain["trainable_abs_sum"]  # the switch touches only the statistics
+    assert debiased["stat_err_max"] < plain["stat_err_max"]
 
 
 @pytest.mark.parametrize("impl, in_collection", [("keras_session", 0), ("manual", 6)])

@@ -206,3 +206,84 @@ def test_claim_combines_its_rules_as_declared():
     assert c.verdict == "depends on data.scaling" and c.detail == "C01.9: holds for unit; unsettled for raw"
     with pytest.raises(ValueError, match="primary rule"):
         combine("C01", _rules(SETTLED), "primary", primary="nosuch")
+
+
+def _batch_norm_records(bn_drop, none_drop, norm_layers="conv_dense"):
+    """acc at batch 32 and 2 per seed for BN (one norm_layers value) and the no-norm control."""
+    rows = []
+    for norm, drops, layers in (("bn", bn_drop, norm_layers), ("none", none_drop, "conv_dense")):
+        for seed, drop in enumerate(drops):
+            rows += [{"seed": seed, "norm": norm, "model.norm_layers": layers, "train.batch_size": 32, "acc": 0.85,
+                      "status": "ok"},
+                     {"seed": seed, "norm": norm, "model.norm_layers": layers, "train.batch_size": 2,
+                      "acc": 0.85 - drop, "status": "ok"}]
+    return pd.DataFrame(rows)
+
+
+BASELINE_RULE = {"claim": "C11", "metric": "acc", "where": {"norm": "bn"},
+                 "contrast": {"factor": "train.batch_size", "a": 32, "b": 2},
+                 "baseline": {"norm": "none", "model.norm_layers": "conv_dense"},
+                 "compare": ">", "threshold": 0.01, "by": "model.norm_layers"}
+
+
+@pytest.mark.parametrize("bn_drop,none_drop,verdict", [
+    ([0.20, 0.21, 0.19], [-0.04, -0.05, -0.04], "reproduced"),   # BN drops 20 points, no norm gains 4
+    ([-0.045, -0.05, -0.045], [-0.04, -0.05, -0.04], "not reproduced"),  # BN changes like the control
+    ([0.10, -0.05, 0.01], [-0.04, -0.04, -0.04], "inconclusive"),
+])
+def test_baseline_subtracts_the_control_contrast_by_seed(bn_drop, none_drop, verdict):
+    for layers in ("conv_dense", "conv"):  # the control is the no-norm model whatever BN's layers
+        v = evaluate(_batch_norm_records(bn_drop, none_drop, layers), BASELINE_RULE)
+        assert v.verdict == verdict and [g.label for g in v.groups] == [f"model.norm_layers={layers}"]
+        assert math.isclose(v.key.mean, np.mean(bn_drop) - np.mean(none_drop))
+    assert "minus the same with norm=none" in describe(BASELINE_RULE)
+    # the control's own drop alone would say the opposite of the raw BN contrast in the first case
+    raw = evaluate(_batch_norm_records([0.03] * 3, [0.04, 0.05, 0.04]), {**BASELINE_RULE, "baseline": None})
+    assert raw.verdict == "reproduced"
+    assert evaluate(_batch_norm_records([0.03] * 3, [0.04, 0.05, 0.04]), BASELINE_RULE).verdict == "not reproduced"
+
+
+def test_baseline_matches_by_factors_it_does_not_name():
+    df = pd.concat([_batch_norm_records([0.2] * 3, [0.0, 0.01, 0.0]).assign(opt="adam"),
+                    _batch_norm_records([0.2] * 3, [0.2, 0.201, 0.2]).assign(opt="sgd")])
+    v = evaluate(df, {**BASELINE_RULE, "by": "opt"})
+    assert v.verdict == "depends on opt" and v.detail == "holds for adam; fails for sgd"
+
+
+@pytest.mark.parametrize("groups,plain,required", [
+    ({10: SETTLED, 30: SETTLED}, "reproduced", "reproduced"),
+    ({10: SETTLED, 30: AGAINST}, "depends on train.batches", "not reproduced"),  # one B against "for every B"
+    ({10: SETTLED, 30: UNSETTLED}, "depends on train.batches", "inconclusive"),
+    ({10: AGAINST, 30: UNSETTLED}, "depends on train.batches", "not reproduced"),
+])
+def test_require_all_one_failing_group_decides(groups, plain, required):
+    df = records(groups, factor="train.batches")
+    assert evaluate(df, {**RULE, "by": "train.batches"}).verdict == plain
+    v = evaluate(df, {**RULE, "by": "train.batches", "require": "all"})
+    assert v.verdict == required and "every group must hold" in describe({**RULE, "by": "x", "require": "all"})
+
+
+def test_precondition_rule_gates_the_claim():
+    gate = {"claim": "C08", "metric": "stat_converged", "compare": ">", "threshold": 0.5, "role": "precondition"}
+    conv = lambda v: pd.DataFrame({"seed": [0, 1, 2], "stat_converged": v, "status": "ok"})  # noqa: E731
+    evidence = _rules(SETTLED)
+    met = evaluate(conv([1.0, 1.0, 1.0]), gate, "C08.9")
+    c = combine("C08", [*evidence, met])
+    assert met.role == "precondition" and c.verdict == "reproduced" and c.deciding.label == "C01.1"
+    unmet = evaluate(conv([0.0, 0.0, 0.0]), gate, "C08.9")
+    c = combine("C08", [*evidence, unmet])
+    assert c.verdict == "precondition not met" and c.deciding is unmet and "C08.9 not reproduced" in c.detail
+    unsure = combine("C08", [*_rules(AGAINST), evaluate(conv([1.0, 0.0, 1.0]), gate, "C08.9")])
+    assert unsure.verdict == "precondition not met"  # an unsettled precondition does not let evidence decide
+    assert describe(gate).startswith("precondition of the claim")
+
+
+def test_malformed_extensions_fail_with_the_rule_named():
+    with pytest.raises(ValueError, match="baseline needs a contrast"):
+        evaluate(records({0.99: SETTLED}), {**RULE, "baseline": {"norm": "none"}})
+    with pytest.raises(ValueError, match="require must be 'all'"):
+        evaluate(records({0.99: SETTLED}), {**RULE, "by": "bn.momentum", "require": "any"})
+    with pytest.raises(ValueError, match="require: all needs `by`"):
+        evaluate(records({0.99: SETTLED}), {**RULE, "require": "all"})
+    with pytest.raises(ValueError, match="role must be"):
+        evaluate(records({0.99: SETTLED}), {**RULE, "role": "gate"})

@@ -13,8 +13,12 @@ from __future__ import annotations
 import contextlib
 
 from bnexp.errors import UserError
-from bnexp.names import FLAG_STYLES, MODELS, NORMS
+from bnexp.names import FLAG_STYLES, MODELS, NORM_LAYERS, NORMS
 
+# Batch Renormalization's clipping (norm=brn_clip): the final limits of Ioffe (2017), sec. 4, held fixed from the
+# first step. The paper starts at rmax=1, dmax=0 (plain BN) and relaxes them over its first 5k-40k steps; our
+# runs take 32-2048 steps, so a schedule would leave them at plain BN almost throughout.
+BRN_CLIPPING = {"rmax": 3.0, "rmin": 1.0 / 3.0, "dmax": 5.0}
 
 
 def norm_layer(fw, norm: str, momentum: float, epsilon: float, name: str, rank: int):
@@ -22,10 +26,10 @@ def norm_layer(fw, norm: str, momentum: float, epsilon: float, name: str, rank: 
     L = fw.keras.layers
     if norm == "bn":
         return fw.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
-    if norm == "brn":
+    if norm in ("brn", "brn_clip"):
         # renorm statistics follow the same momentum as the moving ones (Keras' own default is 0.99)
         return fw.BatchNormalization(momentum=momentum, epsilon=epsilon, renorm=True, renorm_momentum=momentum,
-                                     name=name)
+                                     renorm_clipping=dict(BRN_CLIPPING) if norm == "brn_clip" else None, name=name)
     if norm == "gn":
         return L.GroupNormalization(groups=8, epsilon=epsilon, name=name)
     if norm == "ln":
@@ -40,45 +44,55 @@ def is_batch_norm(layer) -> bool:
     return type(layer).__name__ == "BatchNormalization"
 
 
-def _sequential_layers(fw, name, norm, momentum, epsilon):
-    """(layer, is_bn) pairs of a plain feed-forward architecture."""
+def _sequential_layers(fw, name, norm, momentum, epsilon, norm_layers="conv_dense"):
+    """(layer, is_bn) pairs of a plain feed-forward architecture; `norm_layers` (NORM_LAYERS) says which
+    layers carry the norm: a layer without one keeps its bias."""
+    if norm_layers not in NORM_LAYERS:
+        raise UserError(f"unknown model.norm_layers {norm_layers!r}; valid: {', '.join(NORM_LAYERS)}")
     L = fw.keras.layers
     out = []
 
+    def normed(rank):
+        return norm != "none" and (rank == 4 or norm_layers == "conv_dense")
+
     def block(layer, rank, tag):
         out.append((layer, False))
-        n = norm_layer(fw, norm, momentum, epsilon, f"{tag}_norm", rank)
+        n = norm_layer(fw, norm if normed(rank) else "none", momentum, epsilon, f"{tag}_norm", rank)
         if n is not None:
             out.append((n, is_batch_norm(n)))
         out.append((L.Activation("relu", name=f"{tag}_relu"), False))
 
     if name == "small_cnn":
-        block(L.Conv2D(16, 3, padding="same", use_bias=norm == "none", name="conv1"), 4, "conv1")
+        block(L.Conv2D(16, 3, padding="same", use_bias=not normed(4), name="conv1"), 4, "conv1")
         out.append((L.MaxPooling2D(name="pool1"), False))
-        block(L.Conv2D(32, 3, padding="same", use_bias=norm == "none", name="conv2"), 4, "conv2")
+        block(L.Conv2D(32, 3, padding="same", use_bias=not normed(4), name="conv2"), 4, "conv2")
         out.append((L.MaxPooling2D(name="pool2"), False))
         out.append((L.Flatten(name="flatten"), False))
-        block(L.Dense(64, use_bias=norm == "none", name="fc1"), 2, "fc1")
+        block(L.Dense(64, use_bias=not normed(2), name="fc1"), 2, "fc1")
     elif name == "mlp":
         out.append((L.Flatten(name="flatten"), False))
-        block(L.Dense(128, use_bias=norm == "none", name="fc1"), 2, "fc1")
-        block(L.Dense(64, use_bias=norm == "none", name="fc2"), 2, "fc2")
+        block(L.Dense(128, use_bias=not normed(2), name="fc1"), 2, "fc1")
+        block(L.Dense(64, use_bias=not normed(2), name="fc2"), 2, "fc2")
     else:
         raise UserError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
     return out
 
 
 def build(fw, name: str, input_shape, num_classes: int, norm: str = "bn", momentum: float = 0.99,
-          epsilon: float = 1e-3, bn_training=None, flag_style: str = "functional", model_name: str | None = None):
-    """A Keras model returning logits. See the module docstring for `bn_training` and `flag_style`."""
+          epsilon: float = 1e-3, bn_training=None, flag_style: str = "functional", model_name: str | None = None,
+          norm_layers: str = "conv_dense"):
+    """A Keras model returning logits. See the module docstring for `bn_training` and `flag_style`;
+    `norm_layers`: bnexp.names.NORM_LAYERS (small_cnn and mlp; resnet_tiny normalizes every conv)."""
     if flag_style not in FLAG_STYLES:
         raise UserError(f"unknown model.flag_style {flag_style!r}; valid: {', '.join(FLAG_STYLES)}")
     keras = fw.keras
     if name == "resnet_tiny":
         if flag_style != "functional":
             raise UserError("model=resnet_tiny is built functionally only; use model.flag_style=functional")
+        if norm_layers != "conv_dense":
+            raise UserError("model=resnet_tiny has conv layers only; model.norm_layers must be conv_dense")
         return _resnet_tiny(fw, input_shape, num_classes, norm, momentum, epsilon, bn_training, model_name)
-    layers = _sequential_layers(fw, name, norm, momentum, epsilon)
+    layers = _sequential_layers(fw, name, norm, momentum, epsilon, norm_layers)
     head = keras.layers.Dense(num_classes, name="logits")
     if flag_style == "subclass":
         return flag_fixed(keras, [layer for layer, _ in layers], [bn for _, bn in layers], head, bn_training,

@@ -12,7 +12,8 @@ def build_model(cfg, ctx, d: data.Prepared, **overrides):
     """The model `cfg` describes, for data `d`; keyword overrides replace single arguments."""
     args = dict(name=cfg.model.name, input_shape=d.input_shape, num_classes=d.num_classes, norm=cfg.norm,
                 momentum=float(cfg.bn.momentum), epsilon=float(cfg.bn.epsilon), bn_training=cfg.bn.training,
-                flag_style=cfg.model.get("flag_style", "functional"))
+                flag_style=cfg.model.get("flag_style", "functional"),
+                norm_layers=cfg.model.get("norm_layers", "conv_dense"))
     args.update(overrides)
     return models.build(ctx.fw, **args)
 
