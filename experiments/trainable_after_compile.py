@@ -7,7 +7,8 @@ layer), compile again if trainable_after_compile.recompile, and fit for stage2_s
 that second fit, measured exactly and in size:
 
 - frozen_weights_changed / frozen_weights_change: did the weights made non-trainable (every trainable
-  weight of the model, or BN's gamma and beta) change; largest |change| relative to the largest |weight|;
+  weight of the model, or BN's gamma and beta) change; the largest |change| of one of them (absolute: BN's
+  beta starts at exactly 0, so a relative change is undefined before a first fit);
 - stats_changed / stats_change: did the BN moving statistics change; largest |change| of a moving mean
   in units of the moving standard deviation;
 - other_weights_changed: did the weights left trainable change (target=bn only: shows the fit ran);
@@ -66,12 +67,11 @@ def fit_without_compile(cfg, model, d, steps: int) -> dict:
 def changes(before, frozen, others, stats_after) -> dict:
     frozen_before, others_before, stats_before = before
     frozen_after = [np.array(w) for w in frozen]
-    rel = [np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12) for a, b in zip(frozen_after, frozen_before)]
     moving_shift = [np.max(np.abs(stats_after[k] - stats_before[k])
                            / np.sqrt(stats_before[k.replace("moving_mean", "moving_variance")] + 1e-3))
                     for k in stats_before if k.endswith("moving_mean")]
     return {"frozen_weights_changed": float(any(not np.array_equal(a, b) for a, b in zip(frozen_after, frozen_before))),
-            "frozen_weights_change": float(max(rel)),
+            "frozen_weights_change": float(max(np.max(np.abs(a - b)) for a, b in zip(frozen_after, frozen_before))),
             "other_weights_changed": float(any(not np.array_equal(np.array(w), b) for w, b in zip(others, others_before)))
             if others else float("nan"),
             "stats_changed": float(probes.stats_changed(stats_before, stats_after)),
