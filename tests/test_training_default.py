@@ -1,5 +1,7 @@
 """The training_default scenario (C16) end to end through the real CLI, at tiny size."""
 
+import pytest
+from conftest import bnexp
 from rule_metrics import missing_rule_metrics
 
 KEYS = ("stats_changed_predict", "stats_changed_evaluate", "stats_changed_call", "call_batchstats",
@@ -26,8 +28,8 @@ def test_training_true_default_leaks_into_a_direct_call_but_the_control_does_not
         assert rec["stats_changed_predict"] == 0 and rec["logit_diff_alone_vs_batch_predict"] < 1e-4
 
 
-def test_unknown_layer_is_one_clear_error(run_cli, tmp_path, cache_dir):
-    from conftest import bnexp
+@pytest.mark.slow  # the check runs in the child, after TensorFlow starts (~20 s), until `scenario.allowed:` lands
+def test_unknown_layer_is_one_clear_error(tmp_path, cache_dir):
 
     proc = bnexp(["run", "scenario=training_default", "training_default.layer=resize"], tmp_path / "r", cache_dir,
                  check=False)
