@@ -51,17 +51,17 @@ def run(cfg, ctx) -> dict:
         if tc.recompile:
             fit = protocol.train(cfg, ctx, model, d, steps=int(tc.stage2_steps), seed_offset=1)
         else:
-            fit = fit_without_compile(cfg, model, d, int(tc.stage2_steps))
+            fit = fit_without_compile(cfg, ctx, model, d, int(tc.stage2_steps))
     out.update({f"stage2.{k}": v for k, v in fit.items()})
     out["warned"] = float(any(STALE_WARNING in str(w.message) for w in caught))
     out.update(changes(before, frozen, others, probes.moving_stats(model)))
     return out
 
 
-def fit_without_compile(cfg, model, d, steps: int) -> dict:
-    """The same fit as protocol.train, without its compile()."""
+def fit_without_compile(cfg, ctx, model, d, steps: int) -> dict:
+    """The same fit (same batches) as protocol.train with seed_offset=1, without its compile()."""
     ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + 1)
-    return training.fit(model, ds, steps)
+    return training.fit(model, ds, steps, history=ctx.history)
 
 
 def changes(before, frozen, others, stats_after) -> dict:
