@@ -8,6 +8,14 @@ DATASETS = {
 }
 SCALINGS = ("unit", "standard", "raw")
 SHIFTS = ("none", "invert", "contrast", "brightness")
+# Corrupted test sets with severities 1..5 (remedy R2, scenario domain_shift; bnexp.toolkit.data.corrupt).
+CORRUPTIONS = {
+    "noise": "additive Gaussian noise, std 0.04..0.10 of the pixel range (CIFAR-10-C's gaussian_noise levels)",
+    "blur": "Gaussian blur, sigma 0.4..1.0 pixels (CIFAR-10-C's gaussian_blur levels)",
+    "contrast": "contrast around each image's mean scaled by 0.75..0.15 (CIFAR-10-C's contrast levels)",
+    "inversion": "blend a*(255-x) + (1-a)*x with a = 0.6..1.0 (severity 5: fully inverted)",
+}
+SEVERITIES = (1, 2, 3, 4, 5)
 
 MODELS = {
     "small_cnn": "2 conv blocks (16, 32 filters) + dense 64, for 28x28 images",

@@ -20,7 +20,7 @@ import numpy as np
 
 from bnexp.atomic import atomic_open
 from bnexp.errors import DataUnavailable, UserError
-from bnexp.names import DATASETS, SCALINGS, SHIFTS
+from bnexp.names import CORRUPTIONS, DATASETS, SCALINGS, SEVERITIES, SHIFTS
 
 # Hosts TFDS downloads these datasets from: asked once, briefly, instead of letting TFDS retry for minutes.
 DOWNLOAD_HOSTS = {"fashion_mnist": "storage.googleapis.com", "mnist": "storage.googleapis.com",
@@ -193,6 +193,35 @@ def shift(x: np.ndarray, kind: str) -> np.ndarray:
     else:
         raise UserError(f"unknown shift {kind!r}; valid: {', '.join(SHIFTS)}")
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+# Per-severity parameters of `corrupt` (levels 1..5); noise/blur/contrast follow CIFAR-10-C (Hendrycks &
+# Dietterich 2019, on images in [0, 1]), inversion is ours (no CIFAR-10-C counterpart).
+CORRUPTION_LEVELS = {"noise": (0.04, 0.06, 0.08, 0.09, 0.10), "blur": (0.4, 0.6, 0.7, 0.8, 1.0),
+                     "contrast": (0.75, 0.5, 0.4, 0.3, 0.15), "inversion": (0.6, 0.7, 0.8, 0.9, 1.0)}
+
+
+def corrupt(x: np.ndarray, kind: str, severity: int, seed: int = 0) -> np.ndarray:
+    """A corrupted copy of uint8 images (N, H, W, C) at `severity` 1..5; deterministic given `seed`
+    (only noise draws random numbers)."""
+    if kind not in CORRUPTIONS:
+        raise UserError(f"unknown corruption {kind!r}; valid: {', '.join(CORRUPTIONS)}")
+    if severity not in SEVERITIES:
+        raise UserError(f"unknown severity {severity!r}; valid: {', '.join(map(str, SEVERITIES))}")
+    level = CORRUPTION_LEVELS[kind][severity - 1]
+    xf = x.astype(np.float32) / 255.0
+    if kind == "noise":
+        out = xf + np.random.default_rng(seed).normal(0.0, level, xf.shape).astype(np.float32)
+    elif kind == "blur":
+        from scipy.ndimage import gaussian_filter
+
+        out = gaussian_filter(xf, sigma=(0, level, level, 0))  # spatial axes only
+    elif kind == "contrast":
+        mean = xf.mean(axis=(1, 2, 3), keepdims=True)
+        out = (xf - mean) * level + mean
+    else:  # inversion
+        out = level * (1.0 - xf) + (1.0 - level) * xf
+    return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def scaling_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

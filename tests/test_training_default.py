@@ -1,0 +1,37 @@
+"""The training_default scenario (C16) end to end through the real CLI, at tiny size."""
+
+import pytest
+from conftest import bnexp
+from rule_metrics import missing_rule_metrics
+
+KEYS = ("stats_changed_predict", "stats_changed_evaluate", "stats_changed_call", "call_batchstats",
+        "logit_diff_alone_vs_batch_predict", "logit_diff_alone_vs_batch_call", "acc_test_predict",
+        "acc_test_call", "acc_test_precise", "pre_training_default", "variant")
+
+
+def test_training_true_default_leaks_into_a_direct_call_but_the_control_does_not(run_cli, tmp_path):
+    results = tmp_path / "results"
+    leaky = run_cli("scenario=training_default", "training_default.layer=user_true", results=results)
+    control = run_cli("scenario=training_default", "training_default.layer=user_none", results=results)
+    for rec in (leaky, control):
+        assert rec["status"] == "ok", rec["error"]
+        assert all(key in rec for key in KEYS)
+        assert missing_rule_metrics(rec, "training_default") == set()
+    assert leaky["pre_training_default"] == 1 and control["pre_training_default"] == 0
+    # the control: model(x) without training runs BN in inference mode and leaves the statistics alone
+    assert control["call_batchstats"] == 0 and control["stats_changed_call"] == 0
+    assert control["logit_diff_alone_vs_batch_call"] < 1e-4
+    # Keras 3.15: the layer's training=True default reaches the BN after it in a direct call
+    assert leaky["call_batchstats"] == 1 and leaky["stats_changed_call"] == 1
+    # predict passes training=False itself, so both stay in inference mode there
+    for rec in (leaky, control):
+        assert rec["stats_changed_predict"] == 0 and rec["logit_diff_alone_vs_batch_predict"] < 1e-4
+
+
+@pytest.mark.slow  # the check runs in the child, after TensorFlow starts (~20 s), until `scenario.allowed:` lands
+def test_unknown_layer_is_one_clear_error(tmp_path, cache_dir):
+
+    proc = bnexp(["run", "scenario=training_default", "training_default.layer=resize"], tmp_path / "r", cache_dir,
+                 check=False)
+    assert proc.returncode != 0
+    assert "training_default.layer" in proc.stdout + proc.stderr and "center_crop" in proc.stdout + proc.stderr
