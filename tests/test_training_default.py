@@ -28,10 +28,11 @@ def test_training_true_default_leaks_into_a_direct_call_but_the_control_does_not
         assert rec["stats_changed_predict"] == 0 and rec["logit_diff_alone_vs_batch_predict"] < 1e-4
 
 
-@pytest.mark.slow  # the check runs in the child, after TensorFlow starts (~20 s), until `scenario.allowed:` lands
-def test_unknown_layer_is_one_clear_error(tmp_path, cache_dir):
-
-    proc = bnexp(["run", "scenario=training_default", "training_default.layer=resize"], tmp_path / "r", cache_dir,
-                 check=False)
-    assert proc.returncode != 0
-    assert "training_default.layer" in proc.stdout + proc.stderr and "center_crop" in proc.stdout + proc.stderr
+@pytest.mark.parametrize("override, key", [("training_default.layer=resize", "training_default.layer"),
+                                           ("scenario=trainable_after_compile trainable_after_compile.target=all",
+                                            "trainable_after_compile.target"),
+                                           ("scenario=domain_shift domain_shift.kind=fog", "domain_shift.kind")])
+def test_unknown_scenario_choice_is_one_line_before_any_run(override, key, tmp_path, cache_dir):
+    proc = bnexp(["run", "scenario=training_default", *override.split()], tmp_path / "r", cache_dir, check=False)
+    assert proc.returncode == 2 and not (tmp_path / "r" / "runs").exists()  # checked from the YAML, no child
+    assert key in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
