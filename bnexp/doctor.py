@@ -38,6 +38,7 @@ DEFAULTS = {
     "split": None,             # train | test, for a dataset name (default train: what precise BN recomputes from)
     "data.scaling": None,      # dataset name: unit|standard|raw (default: the dataset config's); folder: unit|raw
     "train_batch_size": None,  # the batch size the model was trained with (for the small-batch check, C11)
+    "domain": "source",        # source | shifted: the data comes from another domain than the training data (R2)
     "doctor.max_samples": 2000,
     "doctor.batch_size": 64,   # batch size of the batch-statistics and population-statistics passes
     "doctor.timeout_s": 1800,
@@ -71,6 +72,8 @@ def parse(argv: list[str]) -> dict:
         value = args[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise UserError(f"doctor: {key}={value!r}; valid: an integer >= {low}")
+    if args["domain"] not in ("source", "shifted"):
+        raise UserError(f"doctor: domain={args['domain']!r}; valid: source (the model's own domain), shifted")
     if args["device"] not in DEVICES:
         raise UserError(f"doctor: device={args['device']!r}; valid: {', '.join(DEVICES)}")
     return args
@@ -412,7 +415,7 @@ def prepare(argv: list[str]) -> tuple[dict, Path, float]:
                         f"remove it or choose another out=")
     request = {"model": args["model"], "format": model["format"], "semantics": model["semantics"],
                "custom_objects": args["custom_objects"], "data": data, "batch_size": args["doctor.batch_size"],
-               "train_batch_size": args["train_batch_size"], "fix": args["fix"], "fix_path": str(target),
+               "train_batch_size": args["train_batch_size"], "domain": args["domain"], "fix": args["fix"], "fix_path": str(target),
                "out": str(out), "device": args["device"]}
     return request, out, float(args["doctor.timeout_s"])
 

@@ -83,6 +83,19 @@ def test_stale_moving_statistics_are_c01_and_fix_raises_accuracy(fw, zoo, tmp_pa
     assert sha(zoo["stale"]) == before  # the input is never touched
 
 
+def test_shifted_domain_offers_adaptation_r2(fw, zoo, tmp_path):
+    """The healthy model on inverted inputs: its statistics no longer fit; with domain=shifted the finding is
+    R2 (adapt the statistics on unlabeled target samples), not a training fault (C01)."""
+    with np.load(zoo["data"]) as z:
+        x, y = z["x"], z["y"]
+    np.savez(tmp_path / "inverted.npz", x=x.max() - x, y=y)
+    report = check(fw, tmp_path, zoo["healthy"], tmp_path / "inverted.npz", "domain=shifted")
+    assert "R2" in claims(report) and "C01" not in claims(report)
+    assert all("shifted domain" in f["fix"] for f in report["findings"] if f["claim"] == "R2")
+    with pytest.raises(UserError, match="domain='other'"):
+        doctor.prepare([f"model={zoo['healthy']}", f"data={zoo['data']}", "domain=other"])
+
+
 def test_statistics_never_updated_are_c03(fw, zoo, tmp_path):
     report = check(fw, tmp_path, zoo["never_updated"], zoo["data"])
     assert claims(report) == {"C03"}
