@@ -3,6 +3,8 @@ isolation of tf1 and keras3 runs."""
 
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY, bnexp, records
 
 
@@ -70,9 +72,14 @@ def test_tf1_trainable_plus_moving_restores_exactly(run_cli, tmp_path):
     assert not (_run_dir(results, rec) / "checkpoint_tmp").exists()
 
 
-def test_keras3_trainable_plus_moving_file_restores_exactly(run_cli, tmp_path):
-    rec = run_cli("scenario=checkpoint", "semantics=keras3", "checkpoint.strategy=trainable_moving",
-                  results=tmp_path / "r")
+@pytest.mark.parametrize("strategy", ["trainable_moving", "global"])
+def test_keras3_weights_files_with_the_moving_statistics_restore_exactly(run_cli, tmp_path, strategy):
+    results = tmp_path / "r"
+    rec = run_cli("scenario=checkpoint", "semantics=keras3", f"checkpoint.strategy={strategy}", results=results)
     assert rec["status"] == "ok", rec["error"]
     assert rec["restore_failed"] == 0.0 and rec["restore_error_origin"] == "" and rec["ckpt_moving_keys"] == 6
     assert rec["restored_stats_exact"] == 1.0 and rec["acc_test_restored"] == rec["acc_test_saved"]
+    optimizer_keys = [k for k in _keys(results, rec) if k.startswith("optimizer")]
+    assert bool(optimizer_keys) == (strategy == "global")  # only the whole file keeps the optimizer state
+    if strategy == "global":
+        assert rec["keras_file.restore_failed"] == 0.0 and rec["keras_file.restored_stats_exact"] == 1.0
