@@ -40,6 +40,18 @@ Measured, all on target data:
   mean |moving_mean - pop_mean| / pop_std (per layer: `before.<layer>.mean_err`, `stat.<layer>...`);
 - `batch_dependence`: max |logit| change of a sample predicted alone vs inside a batch of 64.
 
+`flag_honoured`: with base.training true/false, 1 if every BN layer of the base used batch statistics
+exactly when the flag says so, as fit and as evaluate call the model (NaN for null; `s2_flag_honoured`
+in stage 2): Keras 3 ignores a flag fixed while building a functional model, and a flag that never
+reached BN is no evidence about C15. The moving statistics' error against the target population after
+fine-tuning: `stat_err_max`, `stat_converged` (protocol.decompose).
+
+C05 arms (`transfer.lag_arms`, [momentum, steps] pairs; only where base.trainable=true, base.training
+is null and the flag style is functional): the same fine-tuning (same base, head seed and batches)
+repeated at other BN momenta and lengths, all measurements with prefix c05_m<100 x momentum>_b<steps>_.
+They separate the mechanism (do the statistics change in fit: bn_stats_changed in every arm) from EMA
+lag (the fit vs evaluate() gap at momentum 0.99 shrinking with more steps, and precise BN removing it).
+
 Stage 2 (`transfer.stage2=true`, C15): after the frozen run above (the guide's stage 1), set
 `base.trainable = True`, recompile and fine-tune `transfer.stage2_steps` more steps at
 `transfer.stage2_lr` (the guide's low rate); the same measurements are recorded with prefix `s2_`.
@@ -88,6 +100,9 @@ def check(cfg) -> None:
     for key in ("pretrain_steps", "stage2_steps", "dist_batches"):
         if int(t[key]) < 1:
             raise UserError(f"transfer.{key} must be at least 1, got {t[key]}")
+    for arm in t.lag_arms:
+        if len(arm) != 2 or not 0 <= float(arm[0]) < 1 or int(arm[1]) < 1:
+            raise UserError(f"transfer.lag_arms: each arm is [momentum in [0, 1), steps >= 1], got {list(arm)}")
 
 
 def load(cfg, ctx, role: str) -> data_mod.Prepared:
@@ -164,14 +179,25 @@ def evaluate_acc(cfg, model, x, y) -> float:
     return float(scores["accuracy"])
 
 
-def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_offset: int = 0) -> dict:
+def flag_honoured(flag, modes: dict, prefix: str = "") -> float:
+    """1 if every BN layer of the base used batch statistics exactly when base.training says so, both as
+    fit calls the model and as evaluate calls it (measure_modes' shares), else 0; NaN for training=None."""
+    if flag is None:
+        return float("nan")
+    want = float(bool(flag))
+    return float(modes[f"{prefix}fit_batchstats_frac"] == want and modes[f"{prefix}eval_batchstats_frac"] == want)
+
+
+def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_offset: int = 0,
+              stage: int | str = 1) -> dict:
     """Fit, then everything the module docstring lists, with keys prefixed by `prefix`."""
     out = probes.measure_modes(model, d.x_train[:int(cfg.train.batch_size)], prefix)
+    out[f"{prefix}flag_honoured"] = flag_honoured(cfg.base.training, out, prefix)
     before, rows = probes.moving_stats(model), []
     fit = protocol.train(cfg, ctx, model, d, steps, seed_offset, lr, history=rows)
     fit.pop("to_first_step_s")  # start-up cost is measured by the scenarios without a pretraining
     out.update({f"{prefix}{k}": v for k, v in fit.items()})
-    ctx.history.extend({"stage": 2 if prefix else 1, **row} for row in rows)
+    ctx.history.extend({"stage": stage, **row} for row in rows)
     changed = probes.layers_changed(before, probes.moving_stats(model))
     out.update({f"{prefix}changed.{name}": float(c) for name, c in changed.items()})
     out[f"{prefix}bn_stats_changed"] = float(np.mean(list(changed.values()))) if changed else float("nan")
@@ -189,6 +215,11 @@ def fine_tune(cfg, ctx, model, d, steps: int, lr: float, prefix: str = "", seed_
 
 
 # ---------------------------------------------------------------- the run
+
+
+def arm_prefix(momentum: float, steps: int) -> str:
+    """Column prefix of a C05 arm: c05_m99_b100_ for momentum 0.99 x 100 steps (no dots: rule expressions)."""
+    return f"c05_m{round(float(momentum) * 100):02d}_b{int(steps)}_"
 
 
 def run(cfg, ctx) -> dict:
@@ -211,10 +242,19 @@ def run(cfg, ctx) -> dict:
 
     out.update(fine_tune(cfg, ctx, model, target, int(cfg.train.batches), float(cfg.train.lr), seed_offset=1))
     out["batch_dependence"] = probes.batch_dependence(model, target.x_test, False)
+    if cfg.base.trainable and cfg.base.training is None and cfg.base.flag_style == "functional":
+        for momentum, steps in t.lag_arms:  # C05: the same fine-tuning at other momenta and lengths
+            ctx.fw.set_seed(int(cfg.seed) + 1)
+            arm = transfer_model(cfg, ctx, pretrained_base(cfg, ctx, target, entry), target.input_shape,
+                                 target.num_classes)
+            for layer in models.batch_norm_layers(arm):
+                layer.momentum = float(momentum)
+            out.update(fine_tune(cfg, ctx, arm, target, int(steps), float(cfg.train.lr), arm_prefix(momentum, steps),
+                                 seed_offset=1, stage=arm_prefix(momentum, steps).rstrip("_")))
 
     out["stage2_ran"] = float(bool(t.stage2) and not cfg.base.trainable)
     if out["stage2_ran"]:
         base.trainable = True  # the guide's stage 2: unfreeze, recompile, fine-tune at a low rate
         out.update(fine_tune(cfg, ctx, model, target, int(t.stage2_steps), float(t.stage2_lr), prefix="s2_",
-                             seed_offset=2))
+                             seed_offset=2, stage=2))
     return out

@@ -15,14 +15,34 @@ that no probe sees another's side effects:
   training_flag.eval_samples test images, and the max |logit| difference of 64 test images
   predicted one at a time vs together (C04);
 - on one training batch, the output of a fit-mode forward pass (model(x, training=True), what
-  fit's train step computes) vs model.predict (C07: a hard-coded flag should make them agree);
+  fit's train step computes) vs model.predict; and the outputs `fit` itself computes on that batch,
+  taken inside fit by a metric (one step at learning rate 0, so no weight moves; moving statistics
+  restored after), vs model.predict: `fitcap_predict_agree` (C07: a hard-coded flag should make them
+  agree, training=None should not);
+- `flag_honoured` (bn.training true/false): every BN layer normalizes with batch statistics when the
+  model is called as fit calls it (training=True) and as predict calls it (training=False) exactly when
+  the flag says so (probes.bn_modes, decided from each layer's output). Keras 3 functional models ignore
+  a flag fixed while building; there the flag claims are untestable (a rule precondition). NaN for null;
+- precise BN: accuracy with batch, moving and population statistics (protocol.decompose), the moving
+  statistics' error against the population's (`stat_err_max`, `stat_converged`);
 - whether the framework still has a learning phase (keras.backend.set_learning_phase), and, under
   tf_keras, fresh models with the learning phase set to 0 or 1 before vs after building the model,
   each fitted for training_flag.probe_steps steps: do fit, predict and a direct call update the
   moving statistics, and does a direct call follow the learning phase (columns lp<v>_<when>.*).
+  Under eager execution tf-keras has no graph learning phase to fix at build time, so these cannot
+  differ there; with training_flag.graph_probes (tf_keras, bn.training=null) the same before/after
+  probes also run in a child process with eager execution disabled, where Keras 2's learning phase
+  exists (graph.lp<v>_<when>.*: fit changes the moving statistics, predict is batch-dependent or
+  changes them; graph_lp_before_after_differ).
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -45,6 +65,9 @@ def run(cfg, ctx) -> dict:
     out.update(test_accuracy(model, d, int(cfg.probe.eval_batch_size)))
     out.update(batch_size_dependence(model, d, list(tfc.eval_batch_sizes), int(tfc.eval_samples)))
     out.update(fit_vs_predict(model, d, int(cfg.train.batch_size)))
+    out["flag_honoured"] = flag_honoured(model, d.x_train[:int(cfg.train.batch_size)], cfg.bn.training)
+    out.update(protocol.decompose(cfg, model, d))
+    out.update(fit_captured_vs_predict(fw, model, d, int(cfg.train.batch_size)))  # recompiles: after the rest
     if tfc.compare_nobn:
         out["acc_test_nobn"], hit = no_bn_accuracy(cfg, ctx, d)
         out["nobn_from_cache"] = float(hit)
@@ -52,6 +75,8 @@ def run(cfg, ctx) -> dict:
         out["acc_vs_nobn_abs"] = abs(out["acc_vs_nobn"])
     if tfc.learning_phase_probes and out["learning_phase_api"]:
         out.update(learning_phase_probes(cfg, ctx, d, int(tfc.probe_steps)))
+    if tfc.graph_probes and out["learning_phase_api"] and cfg.bn.training is None:
+        out.update(graph_learning_phase(cfg, ctx, d))
     return out
 
 
@@ -105,6 +130,54 @@ def fit_vs_predict(model, d, batch_size: int) -> dict:
     diff = float(np.max(np.abs(fit_mode - pred)))
     scale = max(1.0, float(np.max(np.abs(pred))))
     return {"fit_predict_max_diff": diff, "fit_predict_agree": float(diff <= AGREE_TOL * scale)}
+
+
+def flag_honoured(model, x, flag) -> float:
+    """1 if every BN layer uses batch statistics exactly when the hard-coded `flag` says so, both when the
+    model is called as fit calls it and as predict calls it; 0 if not; NaN for flag None (nothing fixed)."""
+    if flag is None:
+        return float("nan")
+    modes = probes.bn_modes(model, x, True)[0] + probes.bn_modes(model, x, False)[0]
+    return float(all(uses_batch == bool(flag) for uses_batch in modes))
+
+
+def fit_captured_vs_predict(fw, model, d, batch_size: int) -> dict:
+    """The outputs model.fit itself computes on one training batch vs model.predict on that batch.
+
+    A metric keeps the y_pred of fit's train step (a callback never sees it); one step at learning rate
+    0 with plain SGD leaves every weight as it is, and the moving statistics are restored after. The
+    model is recompiled for this, so it runs after every other use of the trained model's optimizer.
+    """
+    x, y = d.x_train[:batch_size], d.y_train[:batch_size]
+    captured = _output_capture(fw, (len(x), d.num_classes))
+    model.compile(optimizer=fw.keras.optimizers.SGD(learning_rate=0.0),
+                  loss=fw.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=[captured])
+    with probes.moving_stats_kept(model):
+        model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    in_fit = np.array(captured.outputs)
+    with probes.moving_stats_kept(model):
+        pred = model.predict(x, batch_size=len(x), verbose=0)
+    diff = float(np.max(np.abs(in_fit - pred)))
+    return {"fitcap_predict_max_diff": diff,
+            "fitcap_predict_agree": float(diff <= AGREE_TOL * max(1.0, float(np.max(np.abs(pred)))))}
+
+
+def _output_capture(fw, shape):
+    """A Keras metric whose state is the last y_pred it saw (shape: the batch's outputs)."""
+    tf = fw.tf
+
+    class OutputCapture(fw.keras.metrics.Metric):
+        def __init__(self):
+            super().__init__(name="output_capture")
+            self.outputs = self.add_weight(name="outputs", shape=shape, initializer="zeros")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            self.outputs.assign(tf.cast(y_pred, self.outputs.dtype))
+
+        def result(self):
+            return tf.reduce_sum(self.outputs)
+
+    return OutputCapture()
 
 
 def no_bn_accuracy(cfg, ctx, d) -> tuple[float, bool]:
@@ -179,3 +252,80 @@ def closer_to(output, batch_mode, moving_mode) -> float:
     if np.max(np.abs(batch_mode - moving_mode)) <= AGREE_TOL * max(1.0, float(np.max(np.abs(moving_mode)))):
         return 0.5
     return float(to_batch < to_moving)
+
+
+# ---------------------------------------------------------------- the learning phase in graph mode (tf_keras)
+
+
+def graph_learning_phase(cfg, ctx, d) -> dict:
+    """The before/after learning-phase probes in a child process with eager execution disabled (it can
+    only be disabled before anything runs, and not undone): columns graph.lp<v>_<when>.*."""
+    bs, steps = int(cfg.train.batch_size), int(cfg.training_flag.probe_steps)
+    path = ctx.workdir / "graph_probe.npz"
+    np.savez(path, x=d.x_train[:bs * steps], y=d.y_train[:bs * steps])
+    spec = {"model": cfg.model.name, "flag_style": cfg.model.flag_style, "num_classes": d.num_classes,
+            "momentum": float(cfg.bn.momentum), "epsilon": float(cfg.bn.epsilon), "lr": float(cfg.train.lr),
+            "optimizer": cfg.train.optimizer, "batch_size": bs, "seed": int(cfg.seed), "data": str(path)}
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "experiments.training_flag", json.dumps(spec)], env=env,
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    finally:
+        path.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"graph-mode learning-phase probe failed: {done.stderr.strip()[-600:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _graph_probe_main(spec: dict) -> dict:
+    """Runs in the child: tf-keras with eager execution disabled (a graph learning phase exists)."""
+    from bnexp.toolkit import framework, models
+
+    fw = framework.activate("tf_keras")
+    fw.tf.compat.v1.disable_eager_execution()
+    keras, get = fw.keras, fw.keras.backend.get_value
+    with np.load(spec["data"]) as z:
+        x, y = z["x"], z["y"]
+    bs, tol = spec["batch_size"], AGREE_TOL
+
+    def moving(model):
+        return {f"{b.name}.{k}": np.array(get(getattr(b, k))) for b in models.batch_norm_layers(model)
+                for k in ("moving_mean", "moving_variance")}
+
+    out = {}
+    for value in (0, 1):
+        for when in ("before", "after"):
+            keras.backend.clear_session()
+            fw.set_seed(spec["seed"])
+            if when == "before":
+                keras.backend.set_learning_phase(value)
+            model = models.build(fw, name=spec["model"], input_shape=x.shape[1:], num_classes=spec["num_classes"],
+                                 norm="bn", momentum=spec["momentum"], epsilon=spec["epsilon"], bn_training=None,
+                                 flag_style=spec["flag_style"])
+            if when == "after":
+                keras.backend.set_learning_phase(value)
+            # graph-mode Keras 2 needs a graph optimizer (its v1 training loop calls get_updates)
+            model.compile(optimizer=training.optimizer(fw, spec["optimizer"], spec["lr"], graph=True),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            m0 = moving(model)
+            model.fit(x, y, batch_size=bs, epochs=1, shuffle=False, verbose=0)
+            m1 = moving(model)
+            alone = np.concatenate([model.predict(x[i:i + 1], verbose=0) for i in range(8)])
+            together = model.predict(x[:bs], batch_size=bs, verbose=0)[:8]
+            m2 = moving(model)
+            diff = float(np.max(np.abs(alone - together)))
+            tag = f"graph.lp{value}_{when}"
+            out.update({f"{tag}.stats_changed_fit": float(probes.stats_changed(m0, m1)),
+                        f"{tag}.predict_batch_dependent": float(diff > tol * max(1.0, float(np.max(np.abs(together))))),
+                        f"{tag}.stats_changed_predict": float(probes.stats_changed(m1, m2))})
+    keys = ("stats_changed_fit", "predict_batch_dependent", "stats_changed_predict")
+    for key in keys:
+        out[f"graph_lp_before_after_differ.{key}"] = float(any(
+            out[f"graph.lp{v}_before.{key}"] != out[f"graph.lp{v}_after.{key}"] for v in (0, 1)))
+    out["graph_lp_before_after_differ"] = float(any(out[f"graph_lp_before_after_differ.{k}"] for k in keys))
+    out["graph_eager"] = float(fw.tf.executing_eagerly())
+    return out
+
+
+if __name__ == "__main__":  # the graph-mode child of graph_learning_phase
+    print(json.dumps(_graph_probe_main(json.loads(sys.argv[1]))))

@@ -17,7 +17,9 @@ initial 1, so that comparison is biased towards whichever of var and std is near
 Finally write the population mean (precise BN, R1, over probe.precise_batches training batches) into
 slot 3 and, into slot 4, once the population variance and once the population standard deviation
 (set_weights, in get_weights order) and measure test accuracy with inference-mode BN, plus the max
-|logit| difference between the two.
+|logit| difference between the two. With the variance in slot 4 this is precise BN (R1), so
+acc_test_slot4_variance stands beside acc_test_moving (as trained); stat_err_max / stat_converged
+say how far the trained moving statistics were from the population's.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def run(cfg, ctx) -> dict:
         "order_by_value_ok": float(all(tuple(o) == CANONICAL for o in by_value)),
         "weights_per_layer": len(layers[0].get_weights()),
         "acc_test_moving": probes.accuracy(model, d.x_test, d.y_test, False, bs),
+        **convergence(model, population),
         **slot4_physics(layers, population),
         **slot4_one_batch(model, layers, d.x_train[: int(cfg.train.batch_size)]),
     }
@@ -59,6 +62,13 @@ def run(cfg, ctx) -> dict:
     out["acc_var_minus_std"] = out["acc_test_slot4_variance"] - out["acc_test_slot4_std"]
     out["logit_diff_var_vs_std"] = float(np.max(np.abs(logits["variance"] - logits["std"])))
     return out
+
+
+def convergence(model, population) -> dict:
+    """How far the trained moving statistics are from the population's: per layer (stat.<layer>.*) and
+    stat_err_max / stat_converged (probes.convergence). acc_test_slot4_variance is the precise-BN accuracy."""
+    errors = probes.stat_errors(model, population)
+    return {**{f"stat.{k}": v for k, v in errors.items()}, **probes.convergence(errors)}
 
 
 def slot_names(layer) -> list[str]:

@@ -3,6 +3,8 @@ isolation of tf1 and keras3 runs."""
 
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY, bnexp, records
 
 
@@ -40,10 +42,23 @@ def test_trainable_only_checkpoints_in_separate_processes(tmp_path, cache_dir):
     assert tf1["proc.pid"] != k3["proc.pid"]
     assert (tf1["proc.legacy_keras"], tf1["proc.eager"], tf1["proc.keras"]) == (1.0, 0.0, "tf_keras")
     assert (k3["proc.legacy_keras"], k3["proc.eager"], k3["proc.keras"]) == (0.0, 1.0, "keras")
-    # TF1: the default Saver of the prediction graph misses a moving statistic; Keras 3: set_weights
-    # refuses a list of the trainable weights only.
+    # TF1: the default Saver of the prediction graph misses a moving statistic; Keras 3: load_weights
+    # refuses a weights file without the BN layers' moving statistics. Both errors are the framework's.
     assert tf1["restore_error"].startswith("NotFoundError: Key ") and "moving_" in tf1["restore_error"]
-    assert k3["restore_error"].startswith("ValueError")
+    assert k3["restore_error"].startswith("ValueError: Layer ") and "expected 4 variables" in k3["restore_error"]
+    assert tf1["restore_error_origin"] == k3["restore_error_origin"] == "framework"
+    for rec in (tf1, k3):  # convergence of the trained statistics is recorded (rule precondition)
+        assert rec["stat_converged"] in (0.0, 1.0) and rec["stat_err_max"] > 0
+        assert 0 <= rec["acc_test_saved_precise"] <= 1
+
+
+def test_error_origin_names_the_code_that_raised():
+    from experiments.checkpoint import error_origin
+
+    try:
+        raise ValueError("ours")
+    except ValueError as e:
+        assert error_origin(e) == "harness"
 
 
 def test_tf1_trainable_plus_moving_restores_exactly(run_cli, tmp_path):
@@ -55,3 +70,16 @@ def test_tf1_trainable_plus_moving_restores_exactly(run_cli, tmp_path):
     assert rec["restored_stats_exact"] == 1.0
     assert rec["acc_test_restored"] == rec["acc_test_saved"]
     assert not (_run_dir(results, rec) / "checkpoint_tmp").exists()
+
+
+@pytest.mark.parametrize("strategy", ["trainable_moving", "global"])
+def test_keras3_weights_files_with_the_moving_statistics_restore_exactly(run_cli, tmp_path, strategy):
+    results = tmp_path / "r"
+    rec = run_cli("scenario=checkpoint", "semantics=keras3", f"checkpoint.strategy={strategy}", results=results)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["restore_failed"] == 0.0 and rec["restore_error_origin"] == "" and rec["ckpt_moving_keys"] == 6
+    assert rec["restored_stats_exact"] == 1.0 and rec["acc_test_restored"] == rec["acc_test_saved"]
+    optimizer_keys = [k for k in _keys(results, rec) if k.startswith("optimizer")]
+    assert bool(optimizer_keys) == (strategy == "global")  # only the whole file keeps the optimizer state
+    if strategy == "global":
+        assert rec["keras_file.restore_failed"] == 0.0 and rec["keras_file.restored_stats_exact"] == 1.0

@@ -19,7 +19,8 @@ KEYS = ("acc_train_fit", "acc_train_eval", "acc_test_eval", "acc_train_batchstat
         "fit_eval_gap", "fit_batchstats_frac", "eval_batchstats_frac", "mode_residual", "bn_stats_changed",
         "changed.conv1_norm", "changed.conv2_norm", "changed.fc1_norm", "stat_dist_before", "stat_dist_after",
         "before.conv1_norm.mean_err", "base_cache_hit", "base_source_acc_test", "batch_dependence", "stage2_ran",
-        "transfer.shift", "base.trainable", "base.training", "base.flag_style", "semantics")
+        "transfer.shift", "base.trainable", "base.training", "base.flag_style", "semantics", "flag_honoured",
+        "stat_err_max", "stat_converged")
 
 
 def test_keras2_v1_frozen_base_uses_batch_stats_in_fit_and_never_updates_them(run_cli):
@@ -53,6 +54,7 @@ def test_keras3_frozen_base_is_in_inference_mode_and_unfreezing_overrides_traini
     assert rec["stage2_ran"] == 1.0
     assert (rec["s2_fit_batchstats_frac"], rec["s2_eval_batchstats_frac"]) == (1.0, 0.0)
     assert rec["s2_bn_stats_changed"] == 1.0
+    assert rec["s2_flag_honoured"] == 0.0  # the flag never reached BN: C15 untestable here (precondition)
     for key in ("s2_acc_train_fit", "s2_acc_train_eval", "s2_acc_test_precise", "s2_stat_dist_after"):
         assert key in rec, key
 
@@ -63,6 +65,30 @@ def test_tf_keras_keeps_training_false_after_unfreezing(run_cli):
     assert rec["status"] == "ok", rec["error"]
     modes = (rec["s2_fit_batchstats_frac"], rec["s2_eval_batchstats_frac"], rec["s2_bn_stats_changed"])
     assert modes == (0.0, 0.0, 0.0)
+    assert rec["s2_flag_honoured"] == 1.0
+
+
+def test_keras3_layer_level_flag_in_stage2(run_cli):
+    """C15's layer-level variant: every BN inside the base called with training=False while building.
+    Whatever Keras 3 does with it, flag_honoured must agree with the modes measured."""
+    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=keras3", "base.training=false", "base.flag_style=layer",
+                  "transfer.stage2=true")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["keras"].startswith("3.")
+    honoured = rec["s2_fit_batchstats_frac"] == 0.0 and rec["s2_eval_batchstats_frac"] == 0.0
+    assert rec["s2_flag_honoured"] == float(honoured)
+
+
+def test_c05_arms_repeat_the_fine_tuning_at_other_momenta_and_lengths(run_cli):
+    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=keras3", "base.trainable=true",
+                  "transfer.lag_arms=[[0.99,3],[0.9,6]]")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["flag_honoured"] != rec["flag_honoured"]  # NaN: base called without training=
+    for prefix in ("c05_m99_b3_", "c05_m90_b6_"):
+        for key in ("fit_eval_gap", "bn_stats_changed", "precise_gain_test", "stat_err_max", "stat_converged"):
+            assert prefix + key in rec, prefix + key
+    # the arms change only momentum and length: the same base and head, so the first-step mode is the same
+    assert rec["c05_m99_b3_fit_batchstats_frac"] == rec["fit_batchstats_frac"]
 
 
 def test_missing_source_dataset_fails_fast_and_names_the_key(tmp_path, cache_dir):
@@ -76,7 +102,8 @@ def test_missing_source_dataset_fails_fast_and_names_the_key(tmp_path, cache_dir
                                           ("transfer.shift=rotate", "transfer.shift"),
                                           ("transfer.target=imagenet", "transfer.target"),
                                           ("base.training=maybe", "base.training"),
-                                          ("model.flag_style=subclass", "base.flag_style")])
+                                          ("model.flag_style=subclass", "base.flag_style"),
+                                          ("transfer.lag_arms=[[1.5,100]]", "transfer.lag_arms")])
 def test_bad_transfer_setting_is_a_clear_error(override, key):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -105,11 +132,16 @@ def _rules():
 
 
 def test_every_claim_has_a_rule_on_a_recorded_metric():
+    import re
+
     rules = _rules()
     assert {r["claim"] for r in rules} >= {"C05", "C06", "C15", "R1"}
-    recorded = set(KEYS) | {f"s2_{k}" for k in KEYS} | {"precise_gain_test", "s2_bn_stats_changed"}
+    arms = ("", "s2_", "c05_m99_b100_", "c05_m90_b300_", "c05_m99_b300_")
+    recorded = {f"{p}{k}" for k in KEYS for p in arms} | {"s2_flag_honoured"}
     for r in rules:
-        assert r["metric"] in recorded, r["metric"]
+        for name in re.findall(r"[A-Za-z_][\w.]*", r["metric"]):
+            assert name in recorded, (r["metric"], name)
+        assert r.get("precondition", "s2_flag_honoured") in recorded
 
 
 def test_rules_judge_only_the_semantics_they_name():
@@ -120,9 +152,16 @@ def test_rules_judge_only_the_semantics_they_name():
 
     rows = [{"status": "ok", "seed": s, "semantics": sem, "base.trainable": False, "base.training": False,
              "base.flag_style": "functional", "transfer.stage2": True,
-             "s2_bn_stats_changed": 1.0 if sem == "keras3" else 0.0}
+             "s2_bn_stats_changed": 1.0 if sem == "keras3" else 0.0, "s2_flag_honoured": 1.0}
             for s in range(3) for sem in ("keras3", "tf_keras", "keras2_v1")]
     c15 = next(r for r in _rules() if r["claim"] == "C15")
     verdict = evaluate(pd.DataFrame(rows), c15)
-    assert [g.label for g in verdict.groups] == ["semantics=keras3", "semantics=tf_keras"]
-    assert verdict.verdict == "depends on semantics" and verdict.detail == "holds for tf_keras; fails for keras3"
+    assert [g.label for g in verdict.groups] == ["semantics=keras3 & base.flag_style=functional",
+                                                 "semantics=tf_keras & base.flag_style=functional"]
+    assert verdict.verdict == "depends on semantics, base.flag_style"
+    assert [g.outcome for g in verdict.groups] == ["fails", "holds"]
+    # a flag Keras ignored is no evidence: keras3 becomes `precondition not met`, not `fails`
+    for row in rows:
+        row["s2_flag_honoured"] = 0.0 if row["semantics"] == "keras3" else 1.0
+    verdict = evaluate(pd.DataFrame(rows), c15)
+    assert [g.outcome for g in verdict.groups] == ["precondition not met", "holds"]

@@ -145,3 +145,17 @@ def test_precise_bn_and_bn_modes_on_a_nested_base(semantics, cache_dir):
     for case, modes in EXPECTED_MODES[semantics].items():
         assert out[case] == modes, (case, out[case])
         assert out[case + "_residual"] < 1e-4
+
+
+def test_convergence_is_the_worst_layer_of_both_errors():
+    from bnexp.toolkit import probes
+
+    errors = {"conv1.mean_err": 0.02, "conv1.var_ratio": 1.05, "fc1.mean_err": 0.09, "fc1.var_ratio": 0.95}
+    out = probes.convergence(errors)
+    assert out["stat_err_max"] == 0.09 and out["stat_converged"] == 1.0
+    lagging = probes.convergence({**errors, "conv1.var_ratio": 60.0})  # moving variance 60x the population's
+    assert abs(lagging["stat_err_max"] - np.log(60.0)) < 1e-12 and lagging["stat_converged"] == 0.0
+    at_floor = probes.convergence({**errors, "fc1.mean_err": 0.101})  # the criterion is strict at 0.1
+    assert at_floor["stat_converged"] == 0.0
+    none = probes.convergence({})
+    assert np.isnan(none["stat_err_max"]) and np.isnan(none["stat_converged"])

@@ -78,6 +78,27 @@ def layer_errors(name: str, mean, var, pop_mean, pop_var) -> dict[str, float]:
             f"{name}.var_ratio": variance_ratio(var, pop_var)}
 
 
+# Convergence criterion of the moving statistics (fixed 17:25 UTC before the runs that chose the scenarios'
+# momenta, docs: protocols plan section 0): every BN layer has |ln var_ratio| < 0.1 and mean_err < 0.1.
+# The dense layer fc1 (64 values per batch) has an EMA noise floor of about 0.05-0.09 in mean_err at
+# momentum 0.8-0.9, so a converged run can miss by a hair (0.101 seen once); the threshold is kept as
+# written rather than loosened after seeing which runs miss, so such a run drops out of the rules that
+# need convergence (it never counts against a claim) and stat_err_max shows by how much it missed.
+STAT_CONVERGED_MAX = 0.1
+
+
+def convergence(errors: dict[str, float]) -> dict[str, float]:
+    """`stat_err_max` = max over BN layers of max(|ln var_ratio|, mean_err), from per-layer error keys
+    `<layer>.var_ratio` / `<layer>.mean_err` (any prefix), and `stat_converged` = 1 if it is below
+    STAT_CONVERGED_MAX, else 0. Both NaN without BN layers. The one definition: tf1_graph uses it too."""
+    parts = [abs(float(np.log(v))) for k, v in errors.items() if k.endswith(".var_ratio")]
+    parts += [float(v) for k, v in errors.items() if k.endswith(".mean_err")]
+    if not parts:
+        return {"stat_err_max": float("nan"), "stat_converged": float("nan")}
+    worst = max(parts)
+    return {"stat_err_max": worst, "stat_converged": float(worst < STAT_CONVERGED_MAX)}
+
+
 def stat_errors(model, stats: precise_bn.Recompute, unbiased: bool = False) -> dict[str, float]:
     """Per BN layer: how far the moving statistics are from the population statistics.
 

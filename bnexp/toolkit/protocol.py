@@ -66,7 +66,9 @@ def decomposition(d: data.Prepared, accuracy, precise: bool) -> dict:
 def decompose(cfg, model, d: data.Prepared, precise: bool = True, prefix: str = "",
               stats: precise_bn.Recompute | None = None) -> dict:
     """Accuracy on train and test data with batch statistics, moving statistics and, if the model has
-    BN layers and `precise`, recomputed population statistics (R1) plus its cost and stat errors.
+    BN layers and `precise`, recomputed population statistics (R1) plus its cost, the per-layer errors of
+    the moving statistics against them (`stat.<layer>.*`) and the convergence summary (`stat_err_max`,
+    `stat_converged`: probes.convergence).
     `stats`: R1 statistics already computed with `precise_stats` (reused instead of recomputed)."""
     bs = int(cfg.probe.eval_batch_size)
     precise = precise and bool(models.batch_norm_layers(model))
@@ -82,7 +84,9 @@ def decompose(cfg, model, d: data.Prepared, precise: bool = True, prefix: str = 
     if precise:
         out["precise_forward_passes"] = stats.forward_passes
         out["precise_s"] = stats.seconds
-        out.update({f"stat.{k}": v for k, v in probes.stat_errors(model, stats).items()})
+        errors = probes.stat_errors(model, stats)
+        out.update({f"stat.{k}": v for k, v in errors.items()})
+        out.update(probes.convergence(errors))
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 
