@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import numbers
 
+from bnexp import backends
 from bnexp.errors import UserError
 from bnexp.names import DATASETS, DEVICES, FLAG_STYLES, MODELS, NORMS, OPTIMIZERS, SCALINGS, SEMANTICS, SHIFTS
 
@@ -71,3 +72,4 @@ def validate(cfg: dict) -> None:
     bn_training = cfg.get("bn", {}).get("training")
     if bn_training not in (None, True, False):
         raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")
+    backends.check(cfg)  # backend and keras_version last: a pinned release may be installed into the cache

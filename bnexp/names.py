@@ -35,3 +35,10 @@ SEMANTICS = {
 }
 # Semantics that run on tf-keras: TF_USE_LEGACY_KERAS=1 must be set before TensorFlow is imported.
 LEGACY = {"tf_keras", "keras2_v1", "tf1"}
+
+# Keras 3 backends (semantics=keras3 only; bnexp.backends checks them, the child activates one).
+BACKENDS = {
+    "tensorflow": "TensorFlow (the default; tf.data input pipelines)",
+    "jax": "JAX, CPU build from the package registry (NumPy input batches)",
+    "torch": "PyTorch, CPU build (NumPy input batches)",
+}

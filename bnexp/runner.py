@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from bnexp import PACKAGE_DIR
+from bnexp import PACKAGE_DIR, backends
 from bnexp.names import LEGACY
 from bnexp.store import Store, flatten, identity, run_id
 
@@ -39,12 +39,16 @@ def git_commit() -> str:
         return "unknown"
 
 
-def child_env(semantics: str, device: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a child process that will run `semantics` on `device`."""
+def child_env(semantics: str, device: str, base: dict[str, str] | None = None,
+              backend: str = "tensorflow") -> dict[str, str]:
+    """Environment for a child process that will run `semantics` (on Keras 3's `backend`) on `device`."""
     env = dict(os.environ if base is None else base)
     env.pop("TF_USE_LEGACY_KERAS", None)
+    env.pop("KERAS_BACKEND", None)
     if semantics in LEGACY:
         env["TF_USE_LEGACY_KERAS"] = "1"
+    if semantics == "keras3":
+        env["KERAS_BACKEND"] = backend  # read once, when Keras is first imported
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = "-1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -71,8 +75,9 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     timeout = float(cfg["train"]["timeout_s"])
-    env = child_env(cfg["semantics"], cfg["device"])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
+    env = child_env(cfg["semantics"], cfg["device"], backend=backends.backend_of(cfg))
+    release = backends.child_env_extra(cfg).get("PYTHONPATH")  # a pinned Keras release goes first on the path
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [release, str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
     with open(tmp / "log.txt", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "bnexp.toolkit.child", str(tmp)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -112,6 +117,7 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
         "device": result.get("device"),
         "tensorflow": result.get("versions", {}).get("tensorflow"),
         "keras": result.get("versions", {}).get("keras"),
+        "keras_backend": result.get("versions", {}).get("keras_backend"),
         "git_commit": git_commit(),
         "started_at": started,
     }

@@ -40,12 +40,12 @@ class Context:
         return data_mod.from_config(self.cfg.data, self.cache_dir, int(self.cfg.seed), **kwargs)
 
 
-def pick_device(tf, wanted: str) -> str:
-    gpus = tf.config.list_physical_devices("GPU")
+def pick_device(fw: Flavour, wanted: str) -> str:
+    gpus = fw.gpu_count()
     if wanted == "gpu" and not gpus:
-        raise UserError("device=gpu but TensorFlow sees no GPU (check the CUDA install, `pip install "
+        raise UserError(f"device=gpu but {fw.backend} sees no GPU (check the CUDA install, `pip install "
                         "'bnexp[gpu]'`, CUDA_VISIBLE_DEVICES); use device=auto or device=cpu")
-    return f"gpu:{len(gpus)}" if gpus and wanted != "cpu" else "cpu"
+    return f"gpu:{gpus}" if gpus and wanted != "cpu" else "cpu"
 
 
 def main(run_dir: str) -> int:
@@ -55,9 +55,9 @@ def main(run_dir: str) -> int:
     start = time.perf_counter()
     ctx = None
     try:
-        fw = activate(cfg.semantics)
-        result["versions"] = {"tensorflow": fw.tf.__version__, "keras": fw.keras.__version__}
-        device = pick_device(fw.tf, cfg.device)
+        fw = activate(cfg.semantics, cfg.get("backend") or "tensorflow")
+        result["versions"] = fw.versions()
+        device = pick_device(fw, cfg.device)
         result["device"] = device
         fw.set_seed(int(cfg.seed))
         ctx = Context(fw, cfg, run_dir, Path(cfg.paths.cache_dir).expanduser(), device)
