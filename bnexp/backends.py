@@ -48,6 +48,11 @@ def installed_keras() -> str | None:
         return None
 
 
+def installed(backend: str) -> bool:
+    """Whether the backend's package is importable here (found, not imported)."""
+    return importlib.util.find_spec(backend) is not None
+
+
 def check(cfg: dict) -> None:
     """Raise UserError on a bad backend or keras_version; install a pinned release into the cache if needed."""
     backend, version, semantics = backend_of(cfg), cfg.get("keras_version"), cfg.get("semantics")
@@ -59,7 +64,7 @@ def check(cfg: dict) -> None:
     if semantics != "keras3" and version is not None:
         raise UserError(f"keras_version={version} is for semantics=keras3 only; semantics={semantics} uses tf-keras "
                         f"(drop keras_version= or set semantics=keras3)")
-    if importlib.util.find_spec(backend) is None:
+    if not installed(backend):
         raise UserError(f"backend={backend} is not installed in this Python ({sys.executable}); install it with "
                         f"pip install -e '.[backends]' (make setup does)")
     if version is not None:
@@ -111,7 +116,7 @@ def child_env_extra(cfg: dict) -> dict[str, str]:
 
 def list_lines(cache_dir: str | os.PathLike) -> list[str]:
     """What `python -m bnexp list` shows about backends and Keras releases."""
-    lines = [f"  {name:<12} {text}{'' if importlib.util.find_spec(name) else '  [not installed]'}"
+    lines = [f"  {name:<12} {text}{'' if installed(name) else '  [not installed]'}"
              for name, text in BACKENDS.items()]
     cached = cached_releases(cache_dir)
     lines.append(f"  keras_version: null (installed: {installed_keras()}); cached releases: "
