@@ -114,8 +114,18 @@ def child_env_extra(cfg: dict) -> dict[str, str]:
     return extra
 
 
-def list_lines(cache_dir: str | os.PathLike) -> list[str]:
+def default_cache_dir() -> str:
+    """paths.cache_dir as configs/paths/default.yaml resolves it here (BNEXP_CACHE or ~/.cache/bnexp)."""
+    from omegaconf import OmegaConf
+
+    from bnexp import CONFIG_DIR
+
+    return str(OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml").cache_dir)
+
+
+def list_lines(cache_dir: str | os.PathLike | None = None) -> list[str]:
     """What `python -m bnexp list` shows about backends and Keras releases."""
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     lines = [f"  {name:<12} {text}{'' if installed(name) else '  [not installed]'}"
              for name, text in BACKENDS.items()]
     cached = cached_releases(cache_dir)

@@ -161,7 +161,7 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     results: dict[str, list[RuleResult]] = {}
     sections, figure_of = {}, {}
     for scen, scfg in configs.items():
-        df = df_all[df_all["scenario"] == scen] if not df_all.empty else pd.DataFrame()
+        df = df_all[(df_all["scenario"] == scen) & default_setup(df_all)] if not df_all.empty else pd.DataFrame()
         if df.empty:
             continue
         df = df.dropna(axis=1, how="all")
@@ -351,6 +351,17 @@ def _section(scen, scfg, df, summ, cols, figs, results, claims, specs, root) -> 
     for path, caption in figs:
         lines += [f"![{caption}]({_rel(path, root)})", f"*{caption}*", ""]
     return "\n".join(lines) + "\n"
+
+
+def default_setup(df: pd.DataFrame) -> pd.Series:
+    """Records of the default setup: Keras 3 on TensorFlow with the installed Keras. Verdicts, tables and figures
+    use these; runs on JAX/PyTorch or a pinned Keras release are compared in keras3_outcomes instead."""
+    keep = pd.Series(True, index=df.index)
+    if "backend" in df:
+        keep &= df["backend"].isna() | (df["backend"] == "tensorflow")
+    if "keras_version" in df:
+        keep &= df["keras_version"].isna()
+    return keep
 
 
 def keras3_outcomes(df: pd.DataFrame, configs: dict[str, dict]) -> str:

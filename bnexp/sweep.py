@@ -32,6 +32,12 @@ GROUPS = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.star
 class Point:
     scenario: str
     run_id: str
+    grid: str = ""  # the grid it comes from: the scenario's name, or `<scenario>@<label>` for a further grid
+
+
+def scenario_of(grid: str) -> str:
+    """A grid `momentum@backends` is a further grid of scenario `momentum` (its own multirun)."""
+    return grid.split("@", 1)[0]
 
 
 def _split(argv: list[str]) -> tuple[dict, list[str]]:
@@ -72,15 +78,15 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
                             f"(sweeps: {', '.join(sorted(p.stem for p in (CONFIG_DIR / 'sweep').glob('*.yaml')))})")
         sweep = OmegaConf.to_container(base.sweep)
         grids = sweep["grids"]
-        names = scenarios or list(grids)
-        unknown = [n for n in names if n not in grids]
+        names = [g for g in grids if scenario_of(g) in scenarios or g in scenarios] if scenarios else list(grids)
+        unknown = [n for n in scenarios or [] if n not in grids and n not in map(scenario_of, grids)]
         if unknown:
             raise UserError(f"sweep {sweep_name} has no grid for {', '.join(unknown)}; it has {', '.join(grids)}")
         seeds = ",".join(str(s) for s in sweep["seeds"])
         multirun, points = {}, []
         for name in names:
             grid = [f"{k}={v}" for k, v in (grids[name] or {}).items()]
-            multirun[name] = [f"scenario={name}", f"seed={seeds}", *grid, *extra]
+            multirun[name] = [f"scenario={scenario_of(name)}", f"seed={seeds}", *grid, *extra]
             cache: dict = {}
             for point in expand(multirun[name]):
                 groups = tuple(p for p in point if _is_group(p.split("=", 1)[0]))
@@ -92,10 +98,12 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
                     OmegaConf.update(cfg, o.key_or_group.lstrip("+"), o.value(), force_add=o.is_add())
                 resolved = OmegaConf.to_container(cfg, resolve=True)
                 config_check.validate(resolved)
-                points.append(Point(name, run_id(resolved)))
+                points.append(Point(scenario_of(name), run_id(resolved), name))
                 results_dir = resolved["paths"]["results_dir"]
-    unique = list(dict.fromkeys((p.scenario, p.run_id) for p in points))  # an override may collapse a grid axis
-    return sweep, multirun, [Point(*p) for p in unique], results_dir
+    unique: dict = {}
+    for p in points:  # an override may collapse a grid axis, and two grids of a scenario may share a run
+        unique.setdefault((p.scenario, p.run_id), p)
+    return sweep, multirun, list(unique.values()), results_dir
 
 
 def _launch(overrides: list[str]) -> subprocess.Popen:
@@ -120,7 +128,8 @@ def main(argv: list[str]) -> int:
     sweep, multirun, points, results_dir = plan(opts["sweep"], scenarios, extra)
     store = Store(results_dir)
     store.check_writable()
-    manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s] for s in multirun})
+    manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s]
+                                                     for s in dict.fromkeys(map(scenario_of, multirun))})
     before = _status(store, points)
     print(f"bnexp sweep {sweep['name']}: {len(points)} runs in {len(multirun)} scenarios, "
           f"{before['ok']} already done; results in {store.root}")
@@ -129,7 +138,7 @@ def main(argv: list[str]) -> int:
     logs = store.root / ".hydra" / "sweep-logs"
     logs.mkdir(parents=True, exist_ok=True)
     for name, overrides in multirun.items():
-        mine = [p for p in points if p.scenario == name]
+        mine = [p for p in points if p.grid == name]
         if _status(store, mine)["ok"] == len(mine):
             continue
         proc = _launch(overrides)

@@ -202,3 +202,15 @@ def test_an_older_release_end_to_end(run_cli):
     rec = run_cli(*TINY_FLAG, "keras_version=3.12.1", "training_flag.compare_nobn=false")
     assert rec["status"] == "ok", rec["error"]
     assert rec["keras"] == "3.12.1" and rec["keras_version"] == "3.12.1"
+
+
+def test_reference_sweep_has_backend_and_release_grids_of_the_same_scenario(monkeypatch):
+    from bnexp import sweep
+
+    monkeypatch.setattr(backends, "release_dir", lambda cfg: None)  # no installs here: the grids' shape only
+    _, multirun, points, _ = sweep.plan("reference", ["training_flag"], [])
+    assert list(multirun) == ["training_flag", "training_flag@backends", "training_flag@releases"]
+    assert multirun["training_flag@backends"][0] == "scenario=training_flag"
+    assert {p.scenario for p in points} == {"training_flag"}
+    per_grid = {g: sum(p.grid == g for p in points) for g in multirun}
+    assert per_grid == {"training_flag": 36, "training_flag@backends": 36, "training_flag@releases": 36}
