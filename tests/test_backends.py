@@ -148,6 +148,22 @@ batches = list(data.train_batches(arrays.x_train, arrays.y_train, 16, 6, 3))
 order = data.batch_order(64, 16, 6, 3)
 assert all(np.array_equal(x, arrays.x_train[i]) and np.array_equal(y, arrays.y_train[i])
            for (x, y), i in zip(batches, order)) and len(batches) == 6
+# fit pulls the batches in that order across its epochs (the generator is not restarted per epoch)
+keras = fw.keras
+seen = []
+class Seen(keras.layers.Layer):
+    def call(self, x):
+        try:
+            seen.append(np.asarray(keras.ops.convert_to_numpy(x)[0]))
+        except Exception:  # a symbolic or traced call while Keras builds the model
+            pass
+        return x
+inputs = keras.Input((28, 28, 1))
+model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(Seen()(inputs))))
+model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
+model.fit(data.train_batches(arrays.x_train.astype("float32"), arrays.y_train, 16, 6, 3), epochs=3,
+          steps_per_epoch=2, verbose=0)
+assert len(seen) == 6 and all(np.array_equal(s, arrays.x_train[i[0]]) for s, i in zip(seen, order)), "order"
 assert fw.tf is None and "tensorflow" not in sys.modules, "TensorFlow was imported"
 print("OK", fw.versions())
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -59,7 +60,8 @@ class Flavour:
 
     def versions(self) -> dict:
         """What actually ran: keras (its __version__), keras_backend, and each imported framework's version."""
-        out = {"tensorflow": self.tf.__version__ if self.tf is not None else None,
+        tf = sys.modules.get("tensorflow")  # imported by Keras itself in some releases, even on JAX
+        out = {"tensorflow": getattr(tf, "__version__", None),
                "keras": self.keras.__version__, "keras_backend": self.backend}
         if self.backend != "tensorflow":
             out[self.backend] = importlib.import_module(self.backend).__version__
