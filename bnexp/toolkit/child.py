@@ -40,10 +40,13 @@ class Context:
         return data_mod.from_config(self.cfg.data, self.cache_dir, int(self.cfg.seed), **kwargs)
 
 
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
 def pick_device(fw: Flavour, wanted: str) -> str:
     gpus = fw.gpu_count()
     if wanted == "gpu" and not gpus:
-        raise UserError(f"device=gpu but {fw.backend} sees no GPU (check the CUDA install, `pip install "
+        raise UserError(f"device=gpu but {BACKEND_NAMES[fw.backend]} sees no GPU (check the CUDA install, `pip install "
                         "'bnexp[gpu]'`, CUDA_VISIBLE_DEVICES); use device=auto or device=cpu")
     return f"gpu:{gpus}" if gpus and wanted != "cpu" else "cpu"
 
