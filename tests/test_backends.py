@@ -230,3 +230,9 @@ def test_reference_sweep_has_backend_and_release_grids_of_the_same_scenario(monk
     assert {p.scenario for p in points} == {"training_flag"}
     per_grid = {g: sum(p.grid == g for p in points) for g in multirun}
     assert per_grid == {"training_flag": 36, "training_flag@backends": 36, "training_flag@releases": 36}
+
+
+def test_verdicts_use_the_default_setup_only():
+    df = pd.DataFrame({"backend": [None, "tensorflow", "jax", None], "keras_version": [None, None, None, "3.9.2"]})
+    assert report.default_setup(df).tolist() == [True, True, False, False]
+    assert report.default_setup(pd.DataFrame({"x": [1]})).tolist() == [True]  # records from before backends
