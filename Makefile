@@ -16,7 +16,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'  # pins: what decides the numbers
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,backends]'  # pins: what decides the numbers
 	touch $(STAMP)
 
 setup: $(STAMP) data  ## create .venv, install bnexp with its dependencies and the offline dataset

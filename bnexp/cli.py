@@ -230,14 +230,24 @@ def list_all() -> None:
     from bnexp.config_check import scenario_configs
     from bnexp.names import DATASETS, MODELS, NORMS, SEMANTICS
 
+    scenarios = scenario_configs()
+    width = max(map(len, scenarios)) + 1
     print("scenarios (scenario=NAME):")
-    for name, node in scenario_configs().items():
-        print(f"  {name:<14} claims {', '.join(node.get('claims', [])):<22} semantics {', '.join(node.get('semantics', []))}")
+    for name, node in scenarios.items():
+        print(f"  {name:<{width}} claims {', '.join(node.get('claims', [])):<20} semantics {', '.join(node.get('semantics', []))}")
+    print("claims (source: the claim in our words; full texts in the report):")
+    texts = {claim: spec for node in scenarios.values() for claim, spec in (node.get("claim_text") or {}).items()}
+    for claim in sorted(texts, key=lambda c: (c[0], int(c[1:]) if c[1:].isdigit() else 0)):
+        print(f"  {claim:<4} {texts[claim].get('source', '')}: {texts[claim].get('text', '')}")
     for title, table in (("datasets (data=NAME)", DATASETS), ("models (model=NAME)", MODELS),
                          ("norms (norm=NAME)", NORMS), ("semantics (semantics=NAME)", SEMANTICS)):
         print(f"{title}:")
         for k, v in table.items():
             print(f"  {k:<14} {v}")
+    from bnexp import backends
+
+    print("Keras 3 backends (backend=NAME, semantics=keras3) and releases (keras_version=3.x.y):")
+    print("\n".join(backends.list_lines()))
     sweeps = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
     print(f"sweeps (sweep=NAME): {', '.join(sweeps)}")
 

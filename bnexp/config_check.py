@@ -19,7 +19,7 @@ import uuid
 from functools import lru_cache
 from pathlib import Path
 
-from bnexp import CONFIG_DIR
+from bnexp import CONFIG_DIR, backends
 from bnexp.errors import UserError
 from bnexp.names import (DATASET_SIZES, DATASETS, DEVICES, FLAG_STYLES, MODELS, NORMS, OPTIMIZERS, SCALINGS,
                          SEMANTICS, SHIFTS)
@@ -342,10 +342,4 @@ def validate(cfg: dict) -> None:
     bn_training = cfg.get("bn", {}).get("training")
     if bn_training not in (None, True, False):
         raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")
-    if cfg.get("log", {}).get("tensorboard") not in (None, True, False):
-        raise UserError(f"log.tensorboard must be true or false, got {cfg['log']['tensorboard']!r}")
-    if cfg.get("log", {}).get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
-        raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard")
-    _data(cfg)
-    _allowed(cfg, scenario)
-    _paths(cfg)
+from bnexp import CONFIG_DIR, backends

@@ -27,7 +27,7 @@ import yaml
 from bnexp import CONFIG_DIR, PACKAGE_DIR
 from bnexp.errors import UserError
 from bnexp.names import DATASETS, DEVICES, SCALINGS
-from bnexp.runner import _die_with_parent, child_env
+from bnexp.workers import child_env, die_with_parent
 
 DEFAULTS = {
     "model": None,             # .keras file, .h5 file or SavedModel folder (required)
@@ -282,7 +282,7 @@ def run_child(request: dict, out: Path, timeout: float) -> dict:
         with open(out / "doctor.log", "w") as log:
             proc = subprocess.Popen([sys.executable, "-m", "bnexp.toolkit.diagnose", str(req), str(res)], env=env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    preexec_fn=_die_with_parent, start_new_session=True)
+                                    preexec_fn=die_with_parent, start_new_session=True)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -56,3 +56,10 @@ DATASET_SIZES = {
     "mnist": {"train": 60000, "test": 10000, "classes": 10},
     "cifar10": {"train": 50000, "test": 10000, "classes": 10},
 }
+
+# Keras 3 backends (semantics=keras3 only; bnexp.backends checks them, the child activates one).
+BACKENDS = {
+    "tensorflow": "TensorFlow (the default; tf.data input pipelines)",
+    "jax": "JAX, CPU build from the package registry (NumPy input batches)",
+    "torch": "PyTorch, CPU build (NumPy input batches)",
+}

@@ -190,7 +190,7 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     results: dict[str, list[RuleResult]] = {}
     sections, figure_of = {}, {}
     for scen, scfg in configs.items():
-        df = df_all[df_all["scenario"] == scen] if not df_all.empty else pd.DataFrame()
+        df = df_all[(df_all["scenario"] == scen) & default_setup(df_all)] if not df_all.empty else pd.DataFrame()
         if df.empty:
             continue
         df = df.dropna(axis=1, how="all")
@@ -224,6 +224,7 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     text = [_header(name, data, df_all, ignored, missing, claims, specs, figure_of, root)]
     for scen, (scfg, df, summ, cols, figs) in sections.items():
         text.append(_section(scen, scfg, df, summ, cols, figs, results[scen], claims, specs, root))
+    text.append(keras3_outcomes(df_all, configs))
     text.append(_environment(root, name, df_all))
     out = root / "report.md"
     out.write_text("\n".join(text))
@@ -387,6 +388,57 @@ def _section(scen, scfg, df, summ, cols, figs, results, claims, specs, root) -> 
     for path, caption in figs:
         lines += [f"![{caption}]({_rel(path, root)})", f"*{caption}*", ""]
     return "\n".join(lines) + "\n"
+
+
+def default_setup(df: pd.DataFrame) -> pd.Series:
+    """Records of the default setup: Keras 3 on TensorFlow with the installed Keras. Verdicts, tables and figures
+    use these; runs on JAX/PyTorch or a pinned Keras release are compared in keras3_outcomes instead."""
+    keep = pd.Series(True, index=df.index)
+    if "backend" in df:
+        keep &= df["backend"].isna() | (df["backend"] == "tensorflow")
+    if "keras_version" in df:
+        keep &= df["keras_version"].isna()
+    return keep
+
+
+def keras3_outcomes(df: pd.DataFrame, configs: dict[str, dict]) -> str:
+    """Per Keras 3 claim, each of its rules judged apart on the runs of every backend and Keras release that
+    ran (the records' keras_backend and keras fields); empty unless the records hold more than one of them."""
+    if df.empty or "semantics" not in df:
+        return ""
+    k3 = df[df["semantics"] == "keras3"]
+    def column(name, missing):
+        return k3[name].fillna(missing).astype(str) if name in k3 else pd.Series(missing, index=k3.index)
+
+    # runs recorded before backends existed ran on TensorFlow
+    k3 = k3.assign(_setup=column("keras_backend", "tensorflow") + " / Keras " + column("keras", "?"))
+    setups = sorted(k3["_setup"].unique())
+    if len(setups) < 2:
+        return ""
+    lines = ["## Keras 3 claims by backend and Keras release", "",
+             "Each rule judged on the Keras 3 runs of one backend and Keras release only (the release that ran, "
+             "from the records); cells: the verdict and the deciding mean [95% CI]; '-' where no run matches.", ""]
+    for scen, scfg in configs.items():
+        rules = [r for r in scfg.get("verdicts") or [] if _applies_to_keras3(r)]
+        runs = k3[k3["scenario"] == scen]
+        if not rules or runs["_setup"].nunique() < 2:
+            continue
+        here = sorted(runs["_setup"].unique())
+        lines += [f"### `{scen}`", "", "| rule | " + " | ".join(here) + " |", "|---" * (len(here) + 1) + "|"]
+        for rule in rules:
+            cells = []
+            for setup in here:
+                r = evaluate(runs[runs["_setup"] == setup], rule, rule["claim"], scen)
+                empty = r.key is None or r.key.n_seeds == 0
+                cells.append("-" if empty else _cell(f"{r.verdict} {r.key.number()}"))
+            lines.append(f"| {rule['claim']}: {_cell(rule.get('says', ''))[:90]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _applies_to_keras3(rule: dict) -> bool:
+    wanted = (rule.get("where") or {}).get("semantics")
+    return wanted is None or wanted == "keras3" or (isinstance(wanted, list) and "keras3" in wanted)
 
 
 def _environment(root: Path, name: str, df: pd.DataFrame) -> str:

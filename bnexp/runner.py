@@ -5,7 +5,6 @@ diverged; never dropped). Imports no TensorFlow."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +14,6 @@ import yaml
 from bnexp import workers
 from bnexp.provenance import checkout, git_commit
 from bnexp.store import Store, flatten, identity, run_id
-from bnexp.workers import child_env, die_with_parent as _die_with_parent  # noqa: F401 (their old home)
 
 LOG_TAIL = 1500  # characters of the child's output kept in a failed record's error
 
@@ -61,6 +59,7 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
         "device": result.get("device"),
         "tensorflow": result.get("versions", {}).get("tensorflow"),
         "keras": result.get("versions", {}).get("keras"),
+        "keras_backend": result.get("versions", {}).get("keras_backend"),
         "git_commit": git_commit(),
         "git_clean": checkout()[1],
         "started_at": started,

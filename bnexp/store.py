@@ -60,10 +60,16 @@ def os_error_line(e: OSError) -> str:
     where = e.filename or "a file"
     return f"cannot write {where}: {what}" if what else f"{where}: {e.strerror or e}"
 
+# Keys added after runs were stored, left out of the identity at their default so those runs keep their ids.
+DEFAULTS_LEFT_OUT = {"backend": "tensorflow", "keras_version": None}
+
 
 def identity(cfg: dict) -> dict:
     """The part of a resolved config (plain dict) that defines a run."""
     out = json.loads(json.dumps(cfg, default=str))
+    for key, default in DEFAULTS_LEFT_OUT.items():
+        if key in out and out[key] == default:
+            del out[key]
     for key in NOT_IDENTITY:
         node, *rest = key.split(".")
         if not rest:

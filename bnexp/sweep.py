@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from bnexp import CONFIG_DIR, config_check, manifest, provenance
 from bnexp.errors import UserError
-from bnexp.runner import _die_with_parent
+from bnexp.workers import die_with_parent
 from bnexp.store import Store, os_error_line, run_id
 
 
@@ -34,6 +34,12 @@ from bnexp.store import Store, os_error_line, run_id
 class Point:
     scenario: str
     run_id: str
+    grid: str = ""  # the grid it comes from: the scenario's name, or `<scenario>@<label>` for a further grid
+
+
+def scenario_of(grid: str) -> str:
+    """A grid `momentum@backends` is a further grid of scenario `momentum` (its own multirun)."""
+    return grid.split("@", 1)[0]
 
 
 def _split(argv: list[str]) -> tuple[dict, list[str]]:
@@ -73,26 +79,28 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
     if scenarios is not None and not scenarios:
         raise UserError(f"scenarios= is empty; give one or more of {', '.join(grids)} (or leave scenarios= out "
                         f"for all of them)")
-    names = scenarios or list(grids)
-    unknown = [n for n in names if n not in grids]
+    names = [g for g in grids if scenario_of(g) in scenarios or g in scenarios] if scenarios else list(grids)
+    unknown = [n for n in scenarios or [] if n not in grids and n not in map(scenario_of, grids)]
     if unknown:
         raise UserError(f"sweep {sweep_name} has no grid for {', '.join(unknown)}; it has {', '.join(grids)}")
     seeds = ",".join(str(s) for s in sweep["seeds"])
     multirun, points = {}, []
     for name in names:
         grid = [f"{k}={v}" for k, v in (grids[name] or {}).items()]
-        multirun[name] = [f"scenario={name}", f"seed={seeds}", *grid, *extra]
+        multirun[name] = [f"scenario={scenario_of(name)}", f"seed={seeds}", *grid, *extra]
         for resolved in config_check.compose(multirun[name]):
-            points.append(Point(name, run_id(resolved)))
+            points.append(Point(scenario_of(name), run_id(resolved), name))
             results_dir = resolved["paths"]["results_dir"]
-    unique = list(dict.fromkeys((p.scenario, p.run_id) for p in points))  # an override may collapse a grid axis
-    return sweep, multirun, [Point(*p) for p in unique], results_dir
+    unique: dict = {}
+    for p in points:  # an override may collapse a grid axis, and two grids of a scenario may share a run
+        unique.setdefault((p.scenario, p.run_id), p)
+    return sweep, multirun, list(unique.values()), results_dir
 
 
 def _launch(overrides: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "bnexp", "run", "--multirun", *overrides]
     return subprocess.Popen(cmd, cwd=Path.cwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=die_with_parent)
 
 
 def _status(store: Store, points: list[Point]) -> dict[str, int]:
@@ -113,7 +121,8 @@ def main(argv: list[str]) -> int:
     _check_tree(sweep, opts["allow_dirty"])
     store = Store(results_dir)
     store.check_writable()
-    manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s] for s in multirun})
+    manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s]
+                                                     for s in dict.fromkeys(map(scenario_of, multirun))})
     before = _status(store, points)
     log_path = store.root / ".hydra" / "sweep-logs" / f"{sweep['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     print(f"bnexp sweep {sweep['name']}: {len(points)} runs in {len(multirun)} scenarios, "
@@ -125,7 +134,7 @@ def main(argv: list[str]) -> int:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:  # this sweep's own log: concurrent sweeps never share one
             for name, overrides in multirun.items():
-                mine = [p for p in points if p.scenario == name]
+                mine = [p for p in points if p.grid == name]
                 if _status(store, mine)["ok"] == len(mine):
                     continue
                 proc = _launch(overrides)
@@ -163,7 +172,6 @@ def _stop(proc: subprocess.Popen | None) -> None:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
 
 
 def _kept(store: Store, points: list[Point]) -> str:

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bnexp import PACKAGE_DIR
+from bnexp import PACKAGE_DIR, backends
 from bnexp.names import LEGACY
 
 # Semantics that can share a worker: the same TF_USE_LEGACY_KERAS and eager mode (keras2_v1 differs from
@@ -32,17 +32,28 @@ from bnexp.names import LEGACY
 KINDS = {"keras3": "keras3", "tf_keras": "tf_keras", "keras2_v1": "tf_keras", "tf1": "tf1"}
 
 
-def child_env(semantics: str, device: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a child process that will run `semantics` on `device`."""
+def child_env(semantics: str, device: str, base: dict[str, str] | None = None, backend: str = "tensorflow",
+              keras_path: str | None = None) -> dict[str, str]:
+    """Environment for a child process that will run `semantics` on `device` (Keras 3: on `backend`, with a
+    pinned Keras release's folder `keras_path` first on the path)."""
     env = dict(os.environ if base is None else base)
     env.pop("TF_USE_LEGACY_KERAS", None)
+    env.pop("KERAS_BACKEND", None)
     if semantics in LEGACY:
         env["TF_USE_LEGACY_KERAS"] = "1"
+    if semantics == "keras3":
+        env["KERAS_BACKEND"] = backend  # read once, when Keras is first imported
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = "-1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [keras_path, str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
     return env
+
+
+def env_for(cfg: dict) -> dict[str, str]:
+    """The child environment of a resolved run config (semantics, device, Keras backend and release)."""
+    return child_env(cfg["semantics"], cfg["device"], backend=backends.backend_of(cfg),
+                     keras_path=backends.child_env_extra(cfg).get("PYTHONPATH"))
 
 
 def die_with_parent():
@@ -66,10 +77,10 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_fresh(semantics: str, device: str, run_dir: Path, timeout: float) -> int | None:
+def run_fresh(env: dict, run_dir: Path, timeout: float) -> int | None:
     """`python -m bnexp.toolkit.child RUN_DIR` with its output in log.txt; its exit code, None on timeout."""
     with open(run_dir / "log.txt", "w") as log:
-        proc = _start(["bnexp.toolkit.child", str(run_dir)], child_env(semantics, device), stdout=log,
+        proc = _start(["bnexp.toolkit.child", str(run_dir)], env, stdout=log,
                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             return proc.wait(timeout=timeout)
@@ -84,8 +95,8 @@ def run_fresh(semantics: str, device: str, run_dir: Path, timeout: float) -> int
 class Worker:
     """One warm worker process and the number of runs it has done."""
 
-    def __init__(self, semantics: str, device: str):
-        self.proc = _start(["bnexp.toolkit.worker"], child_env(semantics, device), stdin=subprocess.PIPE,
+    def __init__(self, env: dict):
+        self.proc = _start(["bnexp.toolkit.worker"], env, stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True, bufsize=1)
         self.runs = 0
 
@@ -115,16 +126,17 @@ class Worker:
         _kill(self.proc)
 
 
-_pool: dict[tuple[str, str], Worker] = {}
+_pool: dict[tuple, Worker] = {}
 
 
-def run_warm(semantics: str, device: str, run_dir: Path, timeout: float, max_runs: int) -> int | None:
-    """Run in this process' warm worker for the semantics' kind and device (started if there is none).
-    Returns 0 if the worker answered, None on a timeout, else the code the worker died with."""
-    key = (KINDS[semantics], device)
+def run_warm(cfg: dict, run_dir: Path, timeout: float, max_runs: int) -> int | None:
+    """Run in this process' warm worker for the run's kind of semantics, device, Keras backend and release
+    (started if there is none). Returns 0 if the worker answered, None on a timeout, else the code the
+    worker died with."""
+    key = (KINDS[cfg["semantics"]], cfg["device"], backends.backend_of(cfg), cfg.get("keras_version"))
     worker = _pool.get(key)
     if worker is None or not worker.alive():
-        worker = _pool[key] = Worker(semantics, device)
+        worker = _pool[key] = Worker(env_for(cfg))
     (run_dir / "log.txt").touch()  # the worker appends the run's output here
     deadline = time.monotonic() + timeout
     status = worker.run(run_dir, timeout)
@@ -141,8 +153,8 @@ def run(cfg: dict, run_dir: Path) -> int | None:
     opts = cfg.get("worker") or {}
     timeout = float(cfg["train"]["timeout_s"])
     if not opts.get("warm", True):
-        return run_fresh(cfg["semantics"], cfg["device"], run_dir, timeout)
-    return run_warm(cfg["semantics"], cfg["device"], run_dir, timeout, int(opts.get("max_runs", 20)))
+        return run_fresh(env_for(cfg), run_dir, timeout)
+    return run_warm(cfg, run_dir, timeout, int(opts.get("max_runs", 20)))
 
 
 @atexit.register

@@ -33,7 +33,7 @@ def run(cfg, ctx) -> dict:
     d = ctx.data()
     model = protocol.build_model(cfg, ctx, d, momentum=momentum)
     initial = probes.moving_stats(model)
-    recorder = batch_moments.Recorder(model, capacity=steps)
+    recorder = batch_moments.recorder(model, capacity=steps)
     with recorder.active():
         fit = protocol.train(cfg, ctx, model, d)
     population = protocol.precise_stats(cfg, model, d)

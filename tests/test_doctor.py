@@ -18,7 +18,7 @@ import pytest
 import doctor_zoo
 from bnexp import cli, doctor
 from bnexp.errors import UserError
-from bnexp.runner import child_env
+from bnexp.workers import child_env
 from bnexp.toolkit import diagnose, precise_bn
 from bnexp.toolkit.framework import activate
 from conftest import ROOT, bnexp_env

@@ -32,6 +32,7 @@ CONFIGS = {  # on top of conftest.TINY; together they touch every mechanism the 
                                "training_flag.eval_batch_sizes=[1,8,64]"],
 }
 NOT_COMPARED = {"wall_s", "child_s", "peak_rss_mb", "started_at", "git_commit", "git_clean", "device", "tensorflow", "keras",
+                "keras_backend",
                 "proc.pid", "base_cache_hit", "nobn_from_cache"}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bnexp.toolkit import precise_bn, precise_curve, probes
-from bnexp.runner import child_env
+from bnexp.workers import child_env
 from conftest import ROOT, bnexp_env
 
 BATCHES, BATCH = 5, 8

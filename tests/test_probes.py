@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bnexp.runner import child_env
+from bnexp.workers import child_env
 from bnexp.toolkit import precise_bn, probes
 from conftest import ROOT, bnexp_env
 

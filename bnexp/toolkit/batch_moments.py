@@ -12,6 +12,9 @@ training graph, one row per training-mode call. `replay` then recomputes the mov
 given momentum would have produced, in float32 like the layers do. The replay is checked against the
 layers' own moving statistics at the momentum actually trained (tf-keras' fused conv BN folds the
 unbiased batch variance into its moving variance, a relative difference of 1/(m-1) per step).
+
+Keras 3 on JAX or PyTorch (no TensorFlow there): the moments are computed with keras.ops and handed to
+NumPy lists, by jax.debug.callback from inside JAX's compiled train step, directly on PyTorch (eager).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import math
 
 import numpy as np
 
-from bnexp.toolkit import precise_bn, probes
-from bnexp.toolkit.models import batch_norm_layers, intercepted
+from bnexp.toolkit import framework, precise_bn, probes
+from bnexp.toolkit.models import batch_norm_layers, intercepted, to_numpy
 
 
 def resolve_momentum(value, batches: int) -> float:
@@ -69,6 +72,47 @@ class Recorder:
         """(mean, biased variance) arrays of shape (steps, channels), per BN layer, in call order."""
         n = min(self.steps, self.capacity)
         return [(np.asarray(m)[:n], np.asarray(v)[:n]) for m, v in zip(self.mean, self.var)]
+
+
+class NumpyRecorder(Recorder):
+    """The Recorder for Keras 3 on JAX or PyTorch: the same moments, kept in NumPy lists."""
+
+    def __init__(self, model, capacity: int):
+        self.layers = batch_norm_layers(model)
+        self.capacity = int(capacity)
+        self.rows: list[list] = [[] for _ in self.layers]
+
+    def _record(self, i: int, call, inputs, training, **kwargs):
+        from keras import ops
+
+        if training is True or (isinstance(training, (int, np.integer)) and training == 1):
+            x = ops.cast(inputs, "float32")
+            mean, var = ops.moments(x, axes=list(range(len(x.shape) - 1)))
+            if framework.BACKEND == "jax":
+                import jax
+
+                if isinstance(mean, jax.Array):  # not while Keras traces shapes symbolically
+                    jax.debug.callback(lambda m, v: self._keep(i, m, v), mean, var, ordered=True)
+            else:
+                self._keep(i, mean, var)
+        return call(inputs, training=training, **kwargs)
+
+    def _keep(self, i: int, mean, var) -> None:
+        if len(self.rows[i]) < self.capacity:
+            self.rows[i].append((to_numpy(mean, np.float32), to_numpy(var, np.float32)))
+
+    @property
+    def steps(self) -> int:
+        return min(len(r) for r in self.rows) if self.rows else 0
+
+    def moments(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        n = self.steps
+        return [(np.stack([m for m, _ in r[:n]]), np.stack([v for _, v in r[:n]])) for r in self.rows]
+
+
+def recorder(model, capacity: int) -> Recorder:
+    """The Recorder for the active backend."""
+    return (Recorder if framework.BACKEND == "tensorflow" else NumpyRecorder)(model, capacity)
 
 
 def replay(moments, initial: dict[str, np.ndarray], layers, momentum: float) -> list[tuple[np.ndarray, np.ndarray]]:

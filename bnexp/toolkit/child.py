@@ -45,12 +45,15 @@ class Context:
         return data_mod.from_config(self.cfg.data, self.cache_dir, int(self.cfg.seed), **kwargs)
 
 
-def pick_device(tf, wanted: str) -> str:
-    gpus = tf.config.list_physical_devices("GPU")
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
+def pick_device(fw: Flavour, wanted: str) -> str:
+    gpus = fw.gpu_count()
     if wanted == "gpu" and not gpus:
-        raise UserError("device=gpu but TensorFlow sees no GPU (check the CUDA install, `pip install "
+        raise UserError(f"device=gpu but {BACKEND_NAMES[fw.backend]} sees no GPU (check the CUDA install, `pip install "
                         "'bnexp[gpu]'`, CUDA_VISIBLE_DEVICES); use device=auto or device=cpu")
-    return f"gpu:{len(gpus)}" if gpus and wanted != "cpu" else "cpu"
+    return f"gpu:{gpus}" if gpus and wanted != "cpu" else "cpu"
 
 
 def reset(fw: Flavour, seed: int) -> None:
@@ -70,9 +73,9 @@ def run_one(run_dir: str | Path, started: float | None = None) -> str:
     result = {"status": "failed", "error": None, "metrics": {}}
     ctx = None
     try:
-        fw = activate(cfg.semantics)
-        result["versions"] = {"tensorflow": fw.tf.__version__, "keras": fw.keras.__version__}
-        device = pick_device(fw.tf, cfg.device)
+        fw = activate(cfg.semantics, cfg.get("backend") or "tensorflow")
+        result["versions"] = fw.versions()
+        device = pick_device(fw, cfg.device)
         result["device"] = device
         reset(fw, int(cfg.seed))
         training.log_to(fw, run_dir, tensorboard=bool(cfg.get("log", {}).get("tensorboard", False)))

@@ -2,7 +2,8 @@
 
 Where the images come from, in order:
 1. a prepared TFDS data dir (`data.tfds_data_dir`, else TFDS' default);
-2. for fashion_mnist, the original IDX files in `data.raw_dir` (Debian's `dataset-fashion-mnist`);
+2. for fashion_mnist, the original IDX files in `data.raw_dir` (Debian's `dataset-fashion-mnist`; first,
+   before TFDS, where Keras 3 runs on JAX or PyTorch, so that no TensorFlow starts there);
 3. a TFDS download, only when the download host answers within a few seconds.
 The arrays are then cached as one .npz under `paths.cache_dir`, so a warm load is a single read.
 """
@@ -65,6 +66,10 @@ def load(name: str, raw_dir: str | None = None, tfds_data_dir: str | None = None
 
 
 def _load_uncached(name, raw_dir, tfds_data_dir, download_timeout_s) -> Arrays:
+    from bnexp.toolkit import framework
+
+    if framework.BACKEND != "tensorflow" and name == "fashion_mnist" and raw_dir and Path(raw_dir).is_dir():
+        return read_idx_dir(Path(raw_dir))  # Keras 3 on JAX/PyTorch: TFDS would start TensorFlow
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=tfds_data_dir)
@@ -260,10 +265,15 @@ def batch_order(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
 
 
 def train_batches(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, seed: int):
-    """Exactly `steps` batches in `batch_order`, as a prefetched tf.data pipeline of (images, labels)."""
-    import tensorflow as tf
+    """Exactly `steps` batches in `batch_order`, as a prefetched tf.data pipeline of (images, labels); on
+    Keras 3's JAX or PyTorch backend a generator of NumPy batches in the same order (no TensorFlow)."""
+    from bnexp.toolkit import framework
 
     order = batch_order(len(x), batch_size, steps, seed)
+    if framework.BACKEND != "tensorflow":
+        return ((x[i], y[i]) for i in order)
+    import tensorflow as tf
+
     xs, ys = tf.constant(x), tf.constant(y)
     ds = tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
     return ds.prefetch(tf.data.AUTOTUNE)

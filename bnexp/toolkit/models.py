@@ -180,6 +180,15 @@ def intercepted(layers, hook):
             del layer.call  # back to the class's method
 
 
+def to_numpy(tensor, dtype=None):
+    """A tensor of any backend as a NumPy array (a PyTorch tensor is detached from its graph first)."""
+    import numpy as np
+
+    if hasattr(tensor, "detach"):
+        tensor = tensor.detach().cpu()
+    return np.asarray(tensor, dtype)
+
+
 def batch_norm_layers(model) -> list:
     """Every BatchNormalization layer in `model`, nested models included, in call order."""
     found = []

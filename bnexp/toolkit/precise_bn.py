@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnexp.toolkit.models import batch_norm_layers, intercepted
+from bnexp.toolkit.models import batch_norm_layers, intercepted, to_numpy
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Recompute:
 def _recording(bn_layers, sink):
     """Record each BN layer's batch moments of its input into sink[i] and force batch statistics."""
     def record(i, call, inputs, training, **kwargs):
-        flat = np.asarray(inputs, np.float64).reshape(-1, inputs.shape[-1])
+        flat = to_numpy(inputs, np.float64).reshape(-1, inputs.shape[-1])
         sink[i].append((flat.mean(0), flat.var(0), flat.shape[0]))
         return call(inputs, training=True, **kwargs)
 

@@ -14,8 +14,8 @@ import contextlib
 
 import numpy as np
 
-from bnexp.toolkit import precise_bn
-from bnexp.toolkit.models import batch_norm_layers, intercepted
+from bnexp.toolkit import framework, precise_bn
+from bnexp.toolkit.models import batch_norm_layers, intercepted, to_numpy
 
 
 moving_stats_kept = precise_bn.statistics_kept  # restore BN statistics after a training-mode probe
@@ -25,10 +25,13 @@ def logits(model, x: np.ndarray, training: bool | None, batch_size: int = 256) -
     """Model outputs in batches of `batch_size`, calling the model with `training`."""
     fn = _compiled(model, training)
     with moving_stats_kept(model) if training else contextlib.nullcontext():
-        return np.concatenate([np.asarray(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+        return np.concatenate([to_numpy(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
 def _compiled(model, training):
+    """The model's forward pass in `training` mode: a cached tf.function on TensorFlow, a plain call elsewhere."""
+    if framework.BACKEND != "tensorflow":
+        return lambda x: model(x, training=training)
     import tensorflow as tf
 
     cache = model.__dict__.setdefault("_bnexp_fns", {})
@@ -137,7 +140,7 @@ def bn_modes(model, x: np.ndarray, training: bool) -> tuple[list[bool], float]:
 
     def keep(i, call, inputs, training, **kwargs):
         out = call(inputs, training=training, **kwargs)
-        seen[i] = (np.asarray(inputs, np.float64), np.asarray(out, np.float64))
+        seen[i] = (to_numpy(inputs, np.float64), to_numpy(out, np.float64))
         return out
 
     with moving_stats_kept(model), intercepted(bns, keep):

@@ -340,5 +340,5 @@ def process_identity(fw) -> dict:
     """Which process and framework state a run had: tf1 and keras3 runs must never share a process."""
     return {"proc.pid": os.getpid(),
             "proc.legacy_keras": float(os.environ.get("TF_USE_LEGACY_KERAS") == "1"),
-            "proc.eager": float(fw.tf.executing_eagerly()),
+            "proc.eager": float(fw.tf.executing_eagerly()) if fw.tf is not None else 1.0,  # JAX/PyTorch: eager
             "proc.keras": fw.keras.__name__}
