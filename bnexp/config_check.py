@@ -342,4 +342,11 @@ def validate(cfg: dict) -> None:
     bn_training = cfg.get("bn", {}).get("training")
     if bn_training not in (None, True, False):
         raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")
-from bnexp import CONFIG_DIR, backends
+    if cfg.get("log", {}).get("tensorboard") not in (None, True, False):
+        raise UserError(f"log.tensorboard must be true or false, got {cfg['log']['tensorboard']!r}")
+    if cfg.get("log", {}).get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard")
+    _data(cfg)
+    _allowed(cfg, scenario)
+    _paths(cfg)
+    backends.check(cfg)  # backend and keras_version last: a pinned release may be installed into the cache

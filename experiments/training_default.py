@@ -28,7 +28,6 @@ import inspect
 import numpy as np
 
 from bnexp.toolkit import probes, protocol
-from experiments.training_flag import closer_to, stat_changes
 
 
 
@@ -41,7 +40,7 @@ def run(cfg, ctx) -> dict:
     fit = protocol.train(cfg, ctx, model, d)
     bs = int(cfg.probe.eval_batch_size)
     out = {**fit, "variant": f"{cfg.semantics}/{kind}", "pre_training_default": float(training_default(pre))}
-    out.update(stat_changes(model, d, initial, bs))
+    out.update(probes.stat_changes(model, d, initial, bs))
     out.update(direct_call_mode(model, d.x_test[:64]))
     out.update(batch_dependence(model, d.x_test[:64]))
     out.update(accuracies(cfg, model, d, bs))
@@ -84,7 +83,7 @@ def direct_call_mode(model, x) -> dict:
         direct = np.asarray(model(x))
     batch_mode = probes.logits(model, x, True, len(x))
     moving_mode = probes.logits(model, x, False, len(x))
-    return {"call_batchstats": closer_to(direct, batch_mode, moving_mode)}
+    return {"call_batchstats": probes.closer_to(direct, batch_mode, moving_mode)}
 
 
 def batch_dependence(model, x) -> dict:

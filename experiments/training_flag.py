@@ -50,8 +50,6 @@ from omegaconf import OmegaConf
 from bnexp.toolkit import data, probes, protocol, training
 from bnexp.toolkit.base_cache import BaseCache
 
-AGREE_TOL = 1e-4  # relative: fit-mode and predict outputs "agree" within float rounding of different kernels
-
 
 def run(cfg, ctx) -> dict:
     fw, tfc = ctx.fw, cfg.training_flag
@@ -61,7 +59,7 @@ def run(cfg, ctx) -> dict:
     fit = protocol.train(cfg, ctx, model, d)
     out = {**fit, "variant": f"{cfg.semantics}/{cfg.model.flag_style}",
            "learning_phase_api": float(hasattr(fw.keras.backend, "set_learning_phase"))}
-    out.update(stat_changes(model, d, initial, int(cfg.probe.eval_batch_size)))
+    out.update(probes.stat_changes(model, d, initial, int(cfg.probe.eval_batch_size)))
     out.update(test_accuracy(model, d, int(cfg.probe.eval_batch_size)))
     out.update(batch_size_dependence(model, d, list(tfc.eval_batch_sizes), int(tfc.eval_samples)))
     out.update(fit_vs_predict(model, d, int(cfg.train.batch_size)))
@@ -77,22 +75,6 @@ def run(cfg, ctx) -> dict:
         out.update(learning_phase_probes(cfg, ctx, d, int(tfc.probe_steps)))
     if tfc.graph_probes and out["learning_phase_api"] and cfg.bn.training is None:
         out.update(graph_learning_phase(cfg, ctx, d))
-    return out
-
-
-def stat_changes(model, d, initial, bs: int) -> dict:
-    """Exact: did fit change the moving statistics; do predict, evaluate, a direct call change them."""
-    after_fit = probes.moving_stats(model)
-    out = {"stats_changed_fit": float(probes.stats_changed(initial, after_fit)),
-           "moving_at_init": float(not probes.stats_changed(initial, after_fit))}
-    x, y = d.x_test[:bs * 4], d.y_test[:bs * 4]
-    actions = {"predict": lambda: model.predict(x, batch_size=bs, verbose=0),
-               "evaluate": lambda: model.evaluate(x, y, batch_size=bs, verbose=0),
-               "call": lambda: model(x[:bs])}  # no training argument: the framework's default mode
-    for name, action in actions.items():
-        with probes.moving_stats_kept(model):
-            action()
-            out[f"stats_changed_{name}"] = float(probes.stats_changed(after_fit, probes.moving_stats(model)))
     return out
 
 
@@ -129,7 +111,7 @@ def fit_vs_predict(model, d, batch_size: int) -> dict:
         pred = model.predict(x, batch_size=batch_size, verbose=0)
     diff = float(np.max(np.abs(fit_mode - pred)))
     scale = max(1.0, float(np.max(np.abs(pred))))
-    return {"fit_predict_max_diff": diff, "fit_predict_agree": float(diff <= AGREE_TOL * scale)}
+    return {"fit_predict_max_diff": diff, "fit_predict_agree": float(diff <= probes.AGREE_TOL * scale)}
 
 
 def flag_honoured(model, x, flag) -> float:
@@ -159,7 +141,7 @@ def fit_captured_vs_predict(fw, model, d, batch_size: int) -> dict:
         pred = model.predict(x, batch_size=len(x), verbose=0)
     diff = float(np.max(np.abs(in_fit - pred)))
     return {"fitcap_predict_max_diff": diff,
-            "fitcap_predict_agree": float(diff <= AGREE_TOL * max(1.0, float(np.max(np.abs(pred)))))}
+            "fitcap_predict_agree": float(diff <= probes.AGREE_TOL * max(1.0, float(np.max(np.abs(pred)))))}
 
 
 def _output_capture(fw, shape):
@@ -242,16 +224,8 @@ def phase_probe(cfg, ctx, model, d, steps: int) -> dict:
         out["stats_changed_call"] = float(probes.stats_changed(after, probes.moving_stats(model)))
     batch_mode = probes.logits(model, x, True, bs)
     moving_mode = probes.logits(model, x, False, bs)
-    out["call_batchstats"] = closer_to(direct, batch_mode, moving_mode)
+    out["call_batchstats"] = probes.closer_to(direct, batch_mode, moving_mode)
     return out
-
-
-def closer_to(output, batch_mode, moving_mode) -> float:
-    """1: `output` is the batch-statistics output, 0: the moving-statistics one, 0.5: those two are the same."""
-    to_batch, to_moving = np.max(np.abs(output - batch_mode)), np.max(np.abs(output - moving_mode))
-    if np.max(np.abs(batch_mode - moving_mode)) <= AGREE_TOL * max(1.0, float(np.max(np.abs(moving_mode)))):
-        return 0.5
-    return float(to_batch < to_moving)
 
 
 # ---------------------------------------------------------------- the learning phase in graph mode (tf_keras)
@@ -286,7 +260,7 @@ def _graph_probe_main(spec: dict) -> dict:
     keras, get = fw.keras, fw.keras.backend.get_value
     with np.load(spec["data"]) as z:
         x, y = z["x"], z["y"]
-    bs, tol = spec["batch_size"], AGREE_TOL
+    bs, tol = spec["batch_size"], probes.AGREE_TOL
 
     def moving(model):
         return {f"{b.name}.{k}": np.array(get(getattr(b, k))) for b in models.batch_norm_layers(model)

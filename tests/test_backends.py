@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,7 +18,7 @@ from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
 from bnexp.workers import child_env
 from bnexp.store import run_id
-from conftest import ROOT, TINY, bnexp
+from conftest import ROOT, bnexp
 
 
 def cfg(tmp_path, **over) -> dict:

@@ -202,3 +202,31 @@ def layers_changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) 
     layers = dict.fromkeys(k.rsplit(".", 1)[0] for k in before)
     return {name: stats_changed({k: v for k, v in before.items() if k.rsplit(".", 1)[0] == name}, after)
             for name in layers}
+
+
+# Relative: two outputs "agree" within the float rounding of different kernels (fit-mode vs predict outputs).
+AGREE_TOL = 1e-4
+
+
+def stat_changes(model, d, initial, bs: int) -> dict:
+    """Exact: did fit change the moving statistics; do predict, evaluate, a direct call change them."""
+    after_fit = moving_stats(model)
+    out = {"stats_changed_fit": float(stats_changed(initial, after_fit)),
+           "moving_at_init": float(not stats_changed(initial, after_fit))}
+    x, y = d.x_test[:bs * 4], d.y_test[:bs * 4]
+    actions = {"predict": lambda: model.predict(x, batch_size=bs, verbose=0),
+               "evaluate": lambda: model.evaluate(x, y, batch_size=bs, verbose=0),
+               "call": lambda: model(x[:bs])}  # no training argument: the framework's default mode
+    for name, action in actions.items():
+        with moving_stats_kept(model):
+            action()
+            out[f"stats_changed_{name}"] = float(stats_changed(after_fit, moving_stats(model)))
+    return out
+
+
+def closer_to(output, batch_mode, moving_mode) -> float:
+    """1: `output` is the batch-statistics output, 0: the moving-statistics one, 0.5: those two are the same."""
+    to_batch, to_moving = np.max(np.abs(output - batch_mode)), np.max(np.abs(output - moving_mode))
+    if np.max(np.abs(batch_mode - moving_mode)) <= AGREE_TOL * max(1.0, float(np.max(np.abs(moving_mode)))):
+        return 0.5
+    return float(to_batch < to_moving)
