@@ -28,14 +28,11 @@ from __future__ import annotations
 import math
 
 from bnexp.toolkit import data, models, probes, protocol, training
-from bnexp.errors import UserError
 
 
 def run(cfg, ctx) -> dict:
     bb = cfg.bn_benefit
     steps, every = int(cfg.train.batches), int(bb.eval_every)
-    if steps % every:
-        raise UserError(f"train.batches={steps} must be a multiple of bn_benefit.eval_every={every}")
     d = ctx.data()
     model = protocol.build_model(cfg, ctx, d)
     curve = train_with_evaluations(cfg, ctx, model, d, steps, every, int(bb.eval_samples))

@@ -66,41 +66,17 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from bnexp.errors import DataUnavailable, UserError
-from bnexp.names import DATASETS, SHIFTS
 from bnexp.toolkit import data as data_mod
 from bnexp.toolkit import models, precise_bn, probes, protocol
 from bnexp.toolkit.base_cache import BaseCache
-
-FLAG_STYLES = ("functional", "subclass", "layer")
-BASE_STATS = ("precise", "ema")
 
 
 # ---------------------------------------------------------------- config and data
 
 
 def check(cfg) -> None:
-    """Fail fast, before any data or model work, on a bad transfer/base setting."""
-    t, b = cfg.transfer, cfg.base
-    for role in ("source", "target"):
-        if t[role] not in DATASETS:
-            raise UserError(f"transfer.{role}={t[role]!r} is not a dataset; valid: {', '.join(DATASETS)}")
-    if t.shift not in SHIFTS:
-        raise UserError(f"transfer.shift={t.shift!r} is unknown; valid: {', '.join(SHIFTS)}")
-    if t.base_stats not in BASE_STATS:
-        raise UserError(f"transfer.base_stats={t.base_stats!r} is unknown; valid: {', '.join(BASE_STATS)}")
-    if b.flag_style not in FLAG_STYLES:
-        raise UserError(f"base.flag_style={b.flag_style!r} is unknown; valid: {', '.join(FLAG_STYLES)}")
-    if b.training not in (None, True, False):
-        raise UserError(f"base.training must be null, true or false, got {b.training!r}")
-    if not isinstance(b.trainable, bool):
-        raise UserError(f"base.trainable must be true or false, got {b.trainable!r}")
-    if cfg.model.get("flag_style", "functional") != "functional":
-        raise UserError("frozen_base builds its base functionally; set where the flag is fixed with "
-                        "base.flag_style=functional|subclass|layer instead of model.flag_style")
-    for key in ("pretrain_steps", "stage2_steps", "dist_batches"):
-        if int(t[key]) < 1:
-            raise UserError(f"transfer.{key} must be at least 1, got {t[key]}")
-    for arm in t.lag_arms:
+    """The lag arms' shape (every other transfer/base key is checked from scenario.allowed before TensorFlow)."""
+    for arm in cfg.transfer.lag_arms:
         if len(arm) != 2 or not 0 <= float(arm[0]) < 1 or int(arm[1]) < 1:
             raise UserError(f"transfer.lag_arms: each arm is [momentum in [0, 1), steps >= 1], got {list(arm)}")
 

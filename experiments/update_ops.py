@@ -28,15 +28,10 @@ from __future__ import annotations
 import math
 
 from bnexp.toolkit import tf1_graph
-from bnexp.errors import UserError
 
 
 def run(cfg, ctx) -> dict:
     fw, opts = ctx.fw, cfg.update_ops
-    if cfg.norm != "bn":
-        raise UserError(f"scenario {cfg.scenario.name} is about BatchNormalization; use norm=bn, not {cfg.norm!r}")
-    if not isinstance(opts.zero_debias, bool):
-        raise UserError(f"update_ops.zero_debias must be true or false, got {opts.zero_debias!r}")
     d = ctx.data()
     gm = tf1_graph.build(fw, opts.impl, cfg.model.name, d.input_shape, d.num_classes, float(cfg.bn.momentum),
                          float(cfg.bn.epsilon), int(cfg.seed), zero_debias=opts.zero_debias)

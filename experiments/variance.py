@@ -25,12 +25,9 @@ import numpy as np
 
 from bnexp.toolkit import data, precise_bn, precise_curve, probes, protocol
 from bnexp.toolkit.models import batch_norm_layers
-from bnexp.errors import UserError
 
 
 def run(cfg, ctx) -> dict:
-    if cfg.norm not in ("bn", "brn"):
-        raise UserError(f"scenario=variance needs BatchNormalization (norm=bn or brn), got norm={cfg.norm}")
     d, model, fit = protocol.train_epochs(cfg, ctx)
     batch_size = int(cfg.train.batch_size)
 
