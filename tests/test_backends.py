@@ -120,7 +120,8 @@ def test_report_tables_outcomes_per_backend_and_release():
         for backend, keras, changed in (("tensorflow", "3.15.1", 0.0), ("jax", "3.15.1", 1.0), (None, "3.12.1", 0.0)):
             rows.append({"scenario": "frozen_base", "status": "ok", "seed": seed, "semantics": "keras3",
                          "keras_backend": backend, "keras": keras, "transfer.stage2": True, "base.trainable": False,
-                         "base.training": False, "base.flag_style": "functional", "s2_bn_stats_changed": changed})
+                         "base.training": False, "base.flag_style": "functional", "s2_bn_stats_changed": changed,
+                         "s2_flag_honoured": 1.0})
     text = report.keras3_outcomes(pd.DataFrame(rows), {"frozen_base": scenario_configs()["frozen_base"]})
     assert "| rule | jax / Keras 3.15.1 | tensorflow / Keras 3.12.1 | tensorflow / Keras 3.15.1 |" in text
     c15 = next(line for line in text.splitlines() if line.startswith("| C15:"))
