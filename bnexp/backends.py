@@ -17,7 +17,6 @@ import importlib.util
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from urllib.parse import urlparse
 
 from bnexp.errors import UserError
 from bnexp.names import BACKENDS
+from bnexp.network import reachable
 
 RELEASE = re.compile(r"^3\.\d+\.\d+$")  # Keras 3 releases: 3.minor.patch (Keras 2 is semantics=tf_keras)
 REGISTRY_TIMEOUT_S = 3.0
@@ -143,17 +143,10 @@ def _registry_host() -> str:
     return urlparse(index).hostname or "pypi.org"
 
 
-def _reachable(host: str) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=REGISTRY_TIMEOUT_S).close()
-        return True
-    except OSError:
-        return False
-
 
 def _install(version: str, folder: Path) -> None:
     host = _registry_host()
-    if not _reachable(host):
+    if not reachable(host, REGISTRY_TIMEOUT_S):
         raise UserError(f"keras_version={version} is not cached in {folder.parent} and the package registry "
                         f"({host}) is not reachable; install it once where it is (python -m bnexp run "
                         f"keras_version={version} ...) or drop keras_version=")

@@ -49,7 +49,7 @@ def test_backend_not_installed_is_one_line(tmp_path, monkeypatch):
 
 
 def test_release_not_cached_while_offline_fails_within_seconds(tmp_path, monkeypatch):
-    monkeypatch.setattr(backends, "_reachable", lambda host: False)
+    monkeypatch.setattr(backends, "reachable", lambda host, timeout_s: False)
     with pytest.raises(UserError, match=r"keras_version=3\.9\.2 is not cached in .* is not reachable"):
         backends.check(cfg(tmp_path, keras_version="3.9.2"))
     assert not (tmp_path / "keras" / "3.9.2").exists()

@@ -63,7 +63,7 @@ def test_fashion_mnist_from_idx_folder_then_from_cache(tmp_path, monkeypatch):
 
 
 def test_missing_dataset_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_reachable", lambda host, timeout: False)
+    monkeypatch.setattr(data, "reachable", lambda host, timeout_s: False)
     start = time.perf_counter()
     with pytest.raises(DataUnavailable, match=r"'mnist' is not prepared.*not reachable.*download_and_prepare"):
         data.load("mnist", tfds_data_dir=str(tmp_path / "tfds"))
@@ -74,7 +74,7 @@ def test_missing_dataset_offline_fails_fast_with_instructions(tmp_path, monkeypa
 
 def test_reachability_check_is_bounded():
     start = time.perf_counter()
-    data._reachable("10.255.255.1", 0.5)  # non-routable: must give up within the timeout
+    data.reachable("10.255.255.1", 0.5)  # non-routable: must give up within the timeout
     assert time.perf_counter() - start < 3
 
 
@@ -82,7 +82,7 @@ def test_reachability_check_is_bounded():
 def test_tfds_loading_under_mock_data(tmp_path, monkeypatch, name, shape):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr(data, "_reachable", lambda host, timeout: True)  # the "download" is mocked below
+    monkeypatch.setattr(data, "reachable", lambda host, timeout_s: True)  # the "download" is mocked below
     with tfds.testing.mock_data(num_examples=12):
         arrays = data.load(name, tfds_data_dir=str(tmp_path / "tfds"), cache_dir=tmp_path / "cache")
     assert arrays.x_train.shape == (12, *shape) and arrays.x_test.shape[1:] == shape

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from bnexp.atomic import atomic_open
 from bnexp.errors import DataUnavailable, UserError
+from bnexp.network import reachable
 from bnexp.names import CORRUPTIONS, DATASETS, SCALINGS, SEVERITIES, SHIFTS
 
 # Hosts TFDS downloads these datasets from: asked once, briefly, instead of letting TFDS retry for minutes.
@@ -78,7 +78,7 @@ def _load_uncached(name, raw_dir, tfds_data_dir, download_timeout_s) -> Arrays:
     if name == "fashion_mnist" and raw_dir and Path(raw_dir).is_dir():
         return read_idx_dir(Path(raw_dir))
     host = DOWNLOAD_HOSTS[name]
-    if not _reachable(host, download_timeout_s):
+    if not reachable(host, download_timeout_s):
         hint = {
             "fashion_mnist": "install Debian's package `dataset-fashion-mnist` (make setup does) or point "
                              "data.raw_dir= at a folder with the four IDX files",
@@ -103,13 +103,6 @@ def _from_tfds(builder) -> Arrays:
         out[yk] = np.concatenate([p[1] for p in parts]).astype(np.int64)
     return Arrays(**out)
 
-
-def _reachable(host: str, timeout_s: float) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
 
 
 def _save_npz(path: Path, arrays: Arrays) -> None:
