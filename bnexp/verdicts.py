@@ -10,28 +10,34 @@ A rule is data in a scenario config, written before the sweep runs:
       contrast: {factor: norm, a: bn, b: none}    # optional: metric(a) - metric(b), paired by seed
       compare: ">"                      # the claim holds if the mean is > (or <) the threshold ...
       threshold: 0.5                    # ... and the 95% CI lies entirely on that side
-      margin: 0.005                     # optional: a CI inside threshold +- margin concludes `not reproduced`
+      margin: 0.005                     # optional: a CI inside threshold +- margin that does not clear the
+                                        #   threshold on the claim's side concludes `not reproduced`
       by: semantics                     # optional: judge each value (or combination, for a list) apart
       expect: {keras2_v1: holds, keras3: fails, tf_keras: fails}   # optional, with `by`: a predicted split
       precondition: flag_honoured       # optional: rows where this metric is not 1/true are not evidence
       baseline: {norm: none}            # optional, with contrast: minus the same contrast on the rows where
                                         #   these factors take these values (the rest of `where` kept), by seed
       require: all                      # optional, with by: one group against the prediction -> not reproduced
+      reached: reached_loss             # optional, with contrast: a seed where neither arm reached the event
+                                        #   (this column/expression 0 on both sides: both censored) gives no value
       role: precondition                # optional: the claim's precondition (see below), not evidence for it
       min_seeds: 3                      # optional (default MIN_SEEDS)
 
 Per group and seed the metric is averaged over the selected rows, so every seed counts once; the
 seeds' values give the mean and a Student-t 95% CI. A group is `reproduced` (CI entirely on the claim's
-side), `not reproduced` (CI entirely on the other side, or inside threshold +- margin: practically no
-effect beyond the threshold), `inconclusive` (neither, or fewer than min_seeds seeds) or `precondition
-not met` (every row failed the precondition). A group "holds" when it goes the predicted way
+side), `not reproduced` (CI entirely on the other side, or inside threshold +- margin without clearing the
+threshold on the claim's side: practically no effect beyond it), `inconclusive` (neither, or fewer than
+min_seeds seeds) or `precondition not met` (every row failed the precondition). A rule whose metric is NaN
+on every selected row is inconclusive with "metric ... not computable from the records"; a settled verdict
+on fewer than CLAIM_SEEDS (5, CLAIMS.md) seeds says so in its detail. A group "holds" when it goes the predicted way
 (reproduced, or not reproduced where `expect` says `fails`).
 
-A rule's verdict: `reproduced` when every group holds, `not reproduced` when every group goes against
-the prediction, `inconclusive` or `precondition not met` when every group is; any other mix where at
+A rule's verdict: groups whose precondition was not met are listed but decide nothing (all of them:
+`precondition not met`). Of the rest: `reproduced` when every group holds, `not reproduced` when every
+group goes against the prediction, `inconclusive` when every group is unsettled; any other mix where at
 least one group is settled is `depends on <by>`, listing every group as holds / fails / unsettled /
-precondition not met; with `require: all` (a claim "for every B") such a mix is `not reproduced` when a
-group fails, else `inconclusive`. Groups come from the rows the rule's `where` selected. The rule's number
+precondition not met; with `require: all` (a claim "for every B") or `expect` (a predicted split) such a
+mix is `not reproduced` when a group fails, else `inconclusive`. Groups come from the rows the rule's `where` selected. The rule's number
 is its worst group (least support for the prediction), never a pool of groups.
 
 A `baseline` reads a claim against a control: the per-seed value is the contrast on the rule's rows minus
@@ -41,9 +47,10 @@ model's change over the same batch sizes. Baseline rows are not filtered by `pre
 
 A claim's verdict combines its rules as its scenario config declares (`claim_text`, `combine`): `all`
 (every rule must hold), `any` (one suffices) or `primary` (the named rule decides; the others are
-shown as supporting evidence). Rules with `role: precondition` are not combined: if any of them is not
-`reproduced`, the claim's verdict is `precondition not met` (its evidence measured something else, e.g.
-moving statistics that had not converged), naming that rule; otherwise they are listed beside the evidence.
+shown as supporting evidence). Rules with `role: precondition` are not combined: if any of them is
+`not reproduced` or `precondition not met`, the claim's verdict is `precondition not met` (its evidence
+measured something else, e.g. moving statistics that had not converged), naming that rule; if one is merely
+inconclusive (else), the claim is `inconclusive`; otherwise they are listed beside the evidence.
 """
 
 from __future__ import annotations
@@ -56,7 +63,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-MIN_SEEDS = 3
+MIN_SEEDS = 3      # the fewest seeds a group needs for a verdict
+CLAIM_SEEDS = 5    # what CLAIMS.md asks of the reference: a verdict on fewer says so in its detail
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "precondition not met")
 COMBINE = ("all", "any", "primary")
 ROLES = ("evidence", "precondition")
@@ -245,6 +253,8 @@ def check_rule(rule: dict, where: str = "") -> None:
     if rule.get("baseline") is not None and (not rule.get("contrast") or not isinstance(rule["baseline"], dict)
                                              or not rule["baseline"]):
         raise ValueError(f"{name}: baseline needs a contrast and a non-empty mapping factor -> value")
+    if rule.get("reached") and not rule.get("contrast"):
+        raise ValueError(f"{name}: reached (censoring of a contrast) needs a contrast")
     if rule.get("require") not in (None, "all"):
         raise ValueError(f"{name}: require must be 'all', got {rule['require']!r}")
     if rule.get("require") and not rule.get("by"):
@@ -297,7 +307,15 @@ def per_seed(rows: pd.DataFrame, rule: dict) -> pd.Series:
         part = rows[_matches(rows[factor], contrast[name])]
         side[name] = _metric(part, rule["metric"]).groupby(part["seed"]).mean() if not part.empty \
             else pd.Series(dtype=float)
-    return (side["a"] - side["b"]).dropna()
+    diff = side["a"] - side["b"]
+    if rule.get("reached"):  # a seed where neither arm reached the event tells nothing (both censored)
+        reached = {}
+        for name in ("a", "b"):
+            part = rows[_matches(rows[factor], contrast[name])]
+            reached[name] = _metric(part, rule["reached"]).groupby(part["seed"]).max()
+        both_censored = (reached["a"] == 0) & (reached["b"] == 0)
+        diff = diff.drop(both_censored[both_censored].index, errors="ignore")
+    return diff.dropna()
 
 
 def _baseline_rows(df: pd.DataFrame, rule: dict, by: list[str], group_row: pd.Series) -> pd.DataFrame:
@@ -317,10 +335,14 @@ def judge(values: pd.Series, rule: dict, expect: str = "holds", label: str = "")
         beyond = lo - t if rule["compare"] == ">" else t - hi     # > 0: CI entirely on the claim's side
         short = t - hi if rule["compare"] == ">" else lo - t      # > 0: CI entirely on the other side
         inside = margin - max(abs(lo - t), abs(hi - t)) if margin else -math.inf  # > 0: CI inside the band
-        group.support = max(short, inside) if expect == "fails" else min(beyond, -inside)
+        if expect == "fails":  # a CI clear of the threshold on the claim's side goes against it, margin or not
+            group.support = -beyond if beyond > 0 else max(short, inside)
+        else:
+            group.support = beyond
     if len(values) < int(rule.get("min_seeds", MIN_SEEDS)) or not np.isfinite(mean):
         return group
-    if margin and t - margin <= lo and hi <= t + margin:
+    clears = lo > t if rule["compare"] == ">" else hi < t
+    if margin and not clears and t - margin <= lo and hi <= t + margin:
         group.verdict = "not reproduced"  # practically equal to the threshold: no effect beyond it
     elif rule["compare"] == ">":
         group.verdict = "reproduced" if lo > t else "not reproduced" if hi <= t else "inconclusive"
@@ -333,19 +355,21 @@ def _combine_groups(groups: list[Group], by: list[str], require_all: bool = Fals
     """(verdict, detail) of a rule from its groups; see the module docstring."""
     if not groups:
         return "inconclusive", "no ok records match the rule's rows"
-    outcomes = {g.outcome for g in groups}
-    if len(outcomes) == 1:
-        only = outcomes.pop()
-        verdict = {"holds": "reproduced", "fails": "not reproduced", "unsettled": "inconclusive",
-                   "precondition not met": "precondition not met"}[only]
-        return verdict, ""
     parts = []
     for outcome in ("holds", "fails", "unsettled", "precondition not met"):
         names = [g.label.split("=", 1)[1] if len(by) == 1 else g.label for g in groups if g.outcome == outcome]
         if names:
             parts.append(f"{outcome} for {', '.join(names)}")
+    # groups whose precondition failed measured something else: they are listed, but decide nothing
+    outcomes = {g.outcome for g in groups} - {"precondition not met"}
+    if not outcomes:
+        return "precondition not met", ""
+    if len(outcomes) == 1:
+        only = outcomes.pop()
+        verdict = {"holds": "reproduced", "fails": "not reproduced", "unsettled": "inconclusive"}[only]
+        return verdict, "; ".join(p for p in parts if p.startswith("precondition not met"))
     settled = outcomes & {"holds", "fails"}
-    if require_all:  # a claim for every group: one group against it decides
+    if require_all:  # a claim for every group (or a predicted split): one group against it decides
         verdict = "not reproduced" if "fails" in outcomes else "inconclusive"
     else:
         verdict = f"depends on {', '.join(by)}" if settled else "inconclusive"
@@ -368,6 +392,9 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
     if any(b not in rows for b in by):
         out.detail = f"no column {', '.join(b for b in by if b not in rows)} in the records"
         return out
+    if not rows.empty and _metric(rows, rule["metric"]).isna().all():
+        out.detail = f"metric {rule['metric']} not computable from the records"
+        return out
     met = _met(rows, rule.get("precondition"))
     out.excluded = int((~met).sum())
     expect = {value_label(k): v for k, v in (rule.get("expect") or {}).items()}
@@ -386,10 +413,14 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
         if rule.get("baseline"):
             values = (values - per_seed(_baseline_rows(df, rule, by, part.iloc[0]), rule)).dropna()
         out.groups.append(judge(values, rule, exp, name))
-    out.verdict, out.detail = _combine_groups(out.groups, by, rule.get("require") == "all")
+    out.verdict, out.detail = _combine_groups(out.groups, by, rule.get("require") == "all" or out.split)
     unpredicted = [g.label for g in out.groups if not g.expect]
     if unpredicted:
         out.detail += f" (no predicted outcome for {', '.join(unpredicted)})"
+    settled = [g.n_seeds for g in out.groups if g.verdict in ("reproduced", "not reproduced")]
+    if settled and min(settled) < CLAIM_SEEDS:
+        out.detail = (f"{out.detail} " if out.detail else "") + \
+            f"(rests on {min(settled)} seeds; CLAIMS.md asks for {CLAIM_SEEDS})"
     return out
 
 
@@ -429,10 +460,13 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
         out.detail = "no rule"
         return out
     unmet = [g for g in gates if g.verdict != "reproduced"]
-    if unmet:  # the evidence measured something else than the claim: it decides nothing
-        out.verdict, out.deciding = "precondition not met", unmet[0]
+    if unmet:  # the evidence measured something else than the claim (or may have): it decides nothing
+        failed = [g for g in unmet if g.verdict != "inconclusive"]
+        out.deciding = (failed or unmet)[0]
+        out.verdict = "precondition not met" if failed else "inconclusive"
         out.detail = "; ".join(f"{g.label} {g.text}" for g in unmet)
-        out.combine = f"precondition {unmet[0].label} not met"
+        out.combine = (f"precondition {out.deciding.label} not met" if failed
+                       else f"precondition {out.deciding.label} unsettled")
         return out
     if how == "primary":
         chosen = [r for r in rules if r.label == primary or r.label.endswith(f"/{primary}")]

@@ -73,13 +73,13 @@ def test_settled_group_is_not_hidden_behind_inconclusive():
     df = records({"unit": SETTLED, "raw": UNSETTLED}, factor="data.scaling")
     v = evaluate(df, {**RULE, "by": "data.scaling"})
     assert v.verdict == "depends on data.scaling"
-    assert v.detail == "holds for unit; unsettled for raw"
+    assert v.detail.startswith("holds for unit; unsettled for raw")
 
 
 def test_depends_line_keeps_the_unsettled_groups():
     df = records({"bn": SETTLED, "ln": AGAINST, "gn": UNSETTLED}, factor="norm")
     v = evaluate(df, {**RULE, "by": "norm"})
-    assert v.verdict == "depends on norm" and v.detail == "holds for bn; fails for ln; unsettled for gn"
+    assert v.verdict == "depends on norm" and v.detail.startswith("holds for bn; fails for ln; unsettled for gn")
 
 
 def test_key_number_is_the_worst_group_never_a_pool():
@@ -115,7 +115,10 @@ def test_predicted_split_is_a_reproduction():
     assert "predicted: holds for keras2_v1; fails for tf_keras, keras3" in describe(split)
     wrong = records({"keras2_v1": SETTLED, "tf_keras": SETTLED, "keras3": AGAINST}, factor="semantics")
     v = evaluate(wrong, split)
-    assert v.verdict == "depends on semantics" and v.detail == "holds for keras2_v1, keras3; fails for tf_keras"
+    # a predicted split is a claim for every group: one group against the prediction decides
+    assert v.verdict == "not reproduced" and v.detail.startswith("holds for keras2_v1, keras3; fails for tf_keras")
+    unsure = records({"keras2_v1": SETTLED, "tf_keras": UNSETTLED, "keras3": AGAINST}, factor="semantics")
+    assert evaluate(unsure, split).verdict == "inconclusive"
     backwards = records({"keras2_v1": AGAINST, "tf_keras": SETTLED, "keras3": SETTLED}, factor="semantics")
     assert evaluate(backwards, split).verdict == "not reproduced"
 
@@ -123,7 +126,7 @@ def test_predicted_split_is_a_reproduction():
 def test_a_group_without_a_prediction_is_never_dropped():
     df = records({"bn": SETTLED, "none": SETTLED}, factor="norm")
     v = evaluate(df, {**RULE, "by": "norm", "expect": {"bn": "holds"}})
-    assert v.verdict == "depends on norm" and "unsettled for none" in v.detail and "no predicted outcome" in v.detail
+    assert v.verdict == "inconclusive" and "unsettled for none" in v.detail and "no predicted outcome" in v.detail
 
 
 @pytest.mark.parametrize("values,verdict", [
@@ -144,7 +147,8 @@ def test_precondition_not_met_rows_are_not_evidence():
     rule = {**RULE, "by": "semantics", "precondition": "flag_honoured"}
     v = evaluate(df, rule)
     assert [g.verdict for g in v.groups] == ["reproduced", "precondition not met"]
-    assert v.verdict == "depends on semantics" and "precondition not met for tf_keras" in v.detail
+    # the group that measured something else is listed, but decides nothing
+    assert v.verdict == "reproduced" and "precondition not met for tf_keras" in v.detail
     assert v.excluded == 3
     df["flag_honoured"] = 0
     assert evaluate(df, rule).verdict == "precondition not met"
@@ -203,7 +207,7 @@ def test_claim_combines_its_rules_as_declared():
     split = evaluate(records({"unit": SETTLED, "raw": UNSETTLED}, factor="data.scaling"), {**RULE, "by": "data.scaling"},
                      "C01.9")
     c = combine("C01", [*_rules(SETTLED), split])
-    assert c.verdict == "depends on data.scaling" and c.detail == "C01.9: holds for unit; unsettled for raw"
+    assert c.verdict == "depends on data.scaling" and c.detail.startswith("C01.9: holds for unit; unsettled for raw")
     with pytest.raises(ValueError, match="primary rule"):
         combine("C01", _rules(SETTLED), "primary", primary="nosuch")
 
@@ -247,7 +251,7 @@ def test_baseline_matches_by_factors_it_does_not_name():
     df = pd.concat([_batch_norm_records([0.2] * 3, [0.0, 0.01, 0.0]).assign(opt="adam"),
                     _batch_norm_records([0.2] * 3, [0.2, 0.201, 0.2]).assign(opt="sgd")])
     v = evaluate(df, {**BASELINE_RULE, "by": "opt"})
-    assert v.verdict == "depends on opt" and v.detail == "holds for adam; fails for sgd"
+    assert v.verdict == "depends on opt" and v.detail.startswith("holds for adam; fails for sgd")
 
 
 @pytest.mark.parametrize("groups,plain,required", [
@@ -274,7 +278,8 @@ def test_precondition_rule_gates_the_claim():
     c = combine("C08", [*evidence, unmet])
     assert c.verdict == "precondition not met" and c.deciding is unmet and "C08.9 not reproduced" in c.detail
     unsure = combine("C08", [*_rules(AGAINST), evaluate(conv([1.0, 0.0, 1.0]), gate, "C08.9")])
-    assert unsure.verdict == "precondition not met"  # an unsettled precondition does not let evidence decide
+    # an unsettled precondition does not let evidence decide, nor does it say the precondition failed
+    assert unsure.verdict == "inconclusive" and "C08.9 inconclusive" in unsure.detail
     assert describe(gate).startswith("precondition of the claim")
 
 
@@ -287,3 +292,47 @@ def test_malformed_extensions_fail_with_the_rule_named():
         evaluate(records({0.99: SETTLED}), {**RULE, "require": "all"})
     with pytest.raises(ValueError, match="role must be"):
         evaluate(records({0.99: SETTLED}), {**RULE, "role": "gate"})
+
+
+def test_margin_around_a_nonzero_threshold_never_overrides_a_clear_ci():
+    """Audit: a CI above 0.02 but inside 0.02 +- 0.01 clears the claim's threshold: reproduced, not `no effect`."""
+    rule = {"claim": "R2", "metric": "gain", "compare": ">", "threshold": 0.02, "margin": 0.01}
+    clear = records({5: [0.026, 0.027, 0.0265]}, metric="gain")
+    v = evaluate(clear, rule)
+    assert v.verdict == "reproduced" and v.key.support > 0
+    assert evaluate(clear, {**rule, "by": "bn.momentum", "expect": {5: "fails"}}).verdict == "not reproduced"
+    below = records({5: [0.015, 0.016, 0.0155]}, metric="gain")  # not clear, inside the band: no effect
+    assert evaluate(below, rule).verdict == "not reproduced"
+
+
+def test_metric_not_computable_says_so():
+    df = records({0.99: SETTLED})
+    v = evaluate(df, {**RULE, "metric": "no_such_column"})
+    assert v.verdict == "inconclusive" and v.detail == "metric no_such_column not computable from the records"
+    v = evaluate(df.assign(gap_test=np.nan), RULE)
+    assert v.verdict == "inconclusive" and v.detail == "metric gap_test not computable from the records"
+
+
+def test_both_censored_seeds_give_no_paired_difference():
+    """C13: steps to a loss, censored at 320 when never reached; a seed where neither arm got there tells nothing."""
+    rows = []
+    for seed, (bn, none) in enumerate([(40, 100), (60, 120), (320, 320), (320, 320), (50, 140)]):
+        for norm, steps in (("bn", bn), ("none", none)):
+            rows.append({"seed": seed, "norm": norm, "steps": steps, "reached": float(steps < 320), "status": "ok"})
+    df = pd.DataFrame(rows)
+    rule = {"claim": "C13", "metric": "steps", "contrast": {"factor": "norm", "a": "bn", "b": "none"},
+            "compare": "<", "threshold": 0}
+    assert evaluate(df, rule).key.n_seeds == 5  # the censored seeds counted as "no difference"
+    v = evaluate(df, {**rule, "reached": "reached"})
+    assert v.key.n_seeds == 3 and math.isclose(v.key.mean, -70.0) and v.verdict == "reproduced"
+    one_censored = df.copy()
+    one_censored.loc[(one_censored.seed == 2) & (one_censored.norm == "bn"), ["steps", "reached"]] = [100, 1.0]
+    assert evaluate(one_censored, {**rule, "reached": "reached"}).key.n_seeds == 4  # censored at 320: informative
+    with pytest.raises(ValueError, match="reached .* needs a contrast"):
+        evaluate(df, {**RULE, "reached": "reached"})
+
+
+def test_a_verdict_on_fewer_than_five_seeds_says_so():
+    assert "rests on 3 seeds; CLAIMS.md asks for 5" in evaluate(records({0.99: SETTLED}), RULE).detail
+    five = records({0.99: SETTLED + [0.3, 0.31]}, seeds=range(5))
+    assert evaluate(five, RULE).detail == ""
