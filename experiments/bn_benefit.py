@@ -11,7 +11,8 @@ steps (claim C01; its accuracy is recorded beside, `acc_eval_moving`). norm=none
 accuracy. Metrics:
 
 - steps_to_loss: first evaluation step whose mean training loss is <= bn_benefit.target_loss; a run
-  that never gets there is censored at train.batches + eval_every;
+  that never gets there is censored at train.batches + eval_every (reached_loss = 0); the verdict rule
+  leaves out a seed where both arms are censored (`reached: reached_loss`): it holds no information;
 - steps_to_target: first evaluation step with accuracy >= bn_benefit.target_acc, censored the same way
   (reached_target = 0);
 - acc_test_final: test accuracy after training (precise BN from probe.precise_batches batches for BN),
@@ -49,6 +50,7 @@ def run(cfg, ctx) -> dict:
         "evaluations": len(curve),
     }
     out["reached_target"] = float(out["steps_to_target"] < censored)
+    out["reached_loss"] = float(out["steps_to_loss"] < censored)
     bs = int(cfg.probe.eval_batch_size)
     out["acc_test_final_moving"] = probes.accuracy(model, d.x_test, d.y_test, False, bs)
     out["acc_test_final"] = out["acc_test_final_moving"]

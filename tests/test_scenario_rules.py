@@ -51,11 +51,13 @@ def synthetic(rule: dict, value_of) -> pd.DataFrame:
     """Records on which the rule's per-seed number in each group is value_of(group label, seed)."""
     by = rule.get("by") or []
     by = by if isinstance(by, list) else [by]
+    where = rule.get("where") or {}
     if rule.get("expect"):
         levels = {by[0]: list(rule["expect"])}
-    else:
-        levels = {b: ["g1", "g2"] if i == 0 else ["h1"] for i, b in enumerate(by)}
-    base = {k: _first(v) for k, v in (rule.get("where") or {}).items()}
+    else:  # a `by` factor that `where` restricts takes the values `where` allows
+        levels = {b: list(where[b]) if isinstance(where.get(b), list) else ["g1", "g2"] if i == 0 else ["h1"]
+                  for i, b in enumerate(by)}
+    base = {k: _first(v) for k, v in where.items()}
     cols = columns(rule["metric"])
     c = rule.get("contrast")
     rows = []
@@ -67,7 +69,7 @@ def synthetic(rule: dict, value_of) -> pd.DataFrame:
             sides = [({c["factor"]: c["a"]}, value), ({c["factor"]: c["b"]}, 0.0)] if c else [({}, value)]
             for extra, v in sides:
                 rows.append({"status": "ok", "seed": seed, **base, **group, **extra, cols[0]: v,
-                             **{col: 0.0 for col in cols[1:]}})
+                             **{col: 0.0 for col in cols[1:]}, **({rule["reached"]: 1.0} if rule.get("reached") else {})})
                 if rule.get("baseline"):  # the control changes by 0 between the contrast's sides
                     rows.append({**rows[-1], **rule["baseline"], cols[0]: 0.0})
     return pd.DataFrame(rows)
