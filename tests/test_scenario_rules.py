@@ -1,4 +1,5 @@
-"""Every verdict rule issue #12 changed or added (update_ops, batch_size, variance, bn_benefit, momentum), taken
+"""Every verdict rule issue #12 or the audit changed or added (update_ops, batch_size, variance, bn_benefit, momentum,
+trainable_after_compile), taken
 from its scenario config and judged on synthetic records built to come out each way: reproduced, not
 reproduced, inconclusive. The records have exactly the rows the rule reads (its `where`, `by` groups,
 contrast sides and baseline), so a typo in a factor or a wrong sign in a rule shows up here."""
@@ -23,7 +24,8 @@ RULES = {  # scenario -> ids or `says` prefixes of the rules issue #12 changed o
                    "at batch 2, precise BN"],
     "variance": ["the unbiased variance"],   # the R1 count rule (an absolute value): test_r1_count_rule_each_way
     "bn_benefit": ["loss", "accuracy", "high_lr", "(3') at learning rate 0.1"],
-    "momentum": ["with momentum exp(-1/B)"],
+    "momentum": ["with momentum exp(-1/B)", "with momentum 0.99 and 10-30 training batches", "precise BN"],
+    "trainable_after_compile": ["without recompiling, the BN moving statistics"],   # added after the audit
 }
 
 
