@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
         bar.close()
         if before["ok"] < len(points):  # a sweep that ran nothing measured nothing: keep the last measurement
             _write_meta(store, sweep["name"], points, before["ok"], start, extra)
-        return _summary(store, points, time.time() - start)
+        return _summary(store, points, time.time() - start, sweep["name"])
     except KeyboardInterrupt:
         _stop(proc)
         bar.close()

@@ -12,6 +12,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from bnexp import backends, report
 from bnexp.config_check import scenario_configs
@@ -229,7 +230,9 @@ def test_reference_sweep_has_backend_and_release_grids_of_the_same_scenario(monk
     assert multirun["training_flag@backends"][0] == "scenario=training_flag"
     assert {p.scenario for p in points} == {"training_flag"}
     per_grid = {g: sum(p.grid == g for p in points) for g in multirun}
-    assert per_grid == {"training_flag": 36, "training_flag@backends": 36, "training_flag@releases": 36}
+    seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "reference.yaml").read_text())["seeds"])
+    assert per_grid == {"training_flag": 12 * seeds, "training_flag@backends": 12 * seeds,
+                        "training_flag@releases": 12 * seeds}
 
 
 def test_verdicts_use_the_default_setup_only():

@@ -50,6 +50,7 @@ def test_single_run_shows_progress_and_key_numbers_and_a_rerun_is_skipped(tmp_pa
     assert len(records(tmp_path)) == 1
 
 
+@pytest.mark.slow  # ~20 s; test_workers' bit-identity test mixes semantics in make test
 def test_mixed_semantics_multirun_matches_runs_started_alone(tmp_path, cache_dir):
     """keras3 and tf_keras jobs launched by one parent give the numbers they give when started alone."""
     bnexp(["run", "-m", "scenario=momentum", *TINY, "semantics=keras3,tf_keras", "hydra/launcher=basic"],

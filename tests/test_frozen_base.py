@@ -102,21 +102,27 @@ def test_missing_source_dataset_fails_fast_and_names_the_key(tmp_path, cache_dir
                                           ("transfer.shift=rotate", "transfer.shift"),
                                           ("transfer.target=imagenet", "transfer.target"),
                                           ("base.training=maybe", "base.training"),
-                                          ("model.flag_style=subclass", "base.flag_style"),
-                                          ("transfer.lag_arms=[[1.5,100]]", "transfer.lag_arms")])
-def test_bad_transfer_setting_is_a_clear_error(override, key):
+                                          ("model.flag_style=subclass", "model.flag_style")])
+def test_bad_transfer_setting_is_one_line_before_tensorflow(override, key):
+    """The scenario's allowed choices (scenario.allowed) are checked when the config is composed."""
+    from bnexp import config_check
+    from bnexp.errors import UserError
+
+    config_check.compose(["scenario=frozen_base"])  # the defaults are fine
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        config_check.compose(["scenario=frozen_base", override])
+
+
+def test_bad_lag_arm_is_a_clear_error():
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from bnexp import CONFIG_DIR
     from bnexp.errors import UserError
     from experiments.frozen_base import check
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["scenario=frozen_base"])
-    check(cfg)  # the defaults are fine
-    OmegaConf.update(cfg, override.split("=")[0], override.split("=")[1])
-    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        cfg = compose("config", overrides=["scenario=frozen_base", "transfer.lag_arms=[[1.5,100]]"])
+    with pytest.raises(UserError, match=r"transfer\.lag_arms"):
         check(cfg)
 
 

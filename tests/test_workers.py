@@ -93,6 +93,7 @@ def test_a_worker_is_recycled_after_a_timeout_a_failed_run_and_max_runs(tmp_path
     assert rec["status"] == "ok" and _worker_pid(folder) == started[2].proc.pid and workers._pool == {}
 
 
+@pytest.mark.slow  # ~12 s of submitit start-up
 def test_slurm_local_runs_a_chunk_of_runs_in_one_submitit_job_and_one_worker(tmp_path, cache_dir):
     """hydra/launcher=slurm_local, 3 runs, worker.chunk=2: two submitit jobs, the first's two runs in one
     warm worker."""
@@ -117,6 +118,7 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # ~10 s; test_sweep's kill -9 test runs in make test
 def test_kill_9_of_a_multirun_leaves_no_worker_behind(tmp_path, cache_dir):
     marker = f"BNEXP_TEST_MARK={uuid.uuid4().hex}"  # in the environment of every process the multirun starts
     env = {**bnexp_env(cache_dir, BNEXP_TEST_MARK=marker.split("=")[1]), "BNEXP_JOBS": "2"}

@@ -43,7 +43,11 @@ def main() -> int:
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol channel: nothing else writes to it
     os.dup2(2, 1)  # stray output between runs goes to the parent's stderr, never into an answer
     for n, line in enumerate(sys.stdin, start=1):
-        answers.write(run_logged(line.strip(), n) + "\n")
+        try:
+            status = run_logged(line.strip(), n)
+        except OSError:  # the run's folder cannot take its log (disk full, read-only): the parent reports it
+            status = "failed"
+        answers.write(status + "\n")
     return 0
 
 
