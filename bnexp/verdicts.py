@@ -29,16 +29,17 @@ side), `not reproduced` (CI entirely on the other side, or inside threshold +- m
 threshold on the claim's side: practically no effect beyond it), `inconclusive` (neither, or fewer than
 min_seeds seeds) or `precondition not met` (every row failed the precondition). A rule whose metric is NaN
 on every selected row is inconclusive with "metric ... not computable from the records"; a settled verdict
-on fewer than CLAIM_SEEDS (5, CLAIMS.md) seeds says so in its detail. A group "holds" when it goes the predicted way
-(reproduced, or not reproduced where `expect` says `fails`).
+on fewer than CLAIM_SEEDS (5, CLAIMS.md) seeds says so in its detail. A group "holds" when it goes the
+predicted way (reproduced, or not reproduced where `expect` says `fails`).
 
 A rule's verdict: groups whose precondition was not met are listed but decide nothing (all of them:
 `precondition not met`). Of the rest: `reproduced` when every group holds, `not reproduced` when every
 group goes against the prediction, `inconclusive` when every group is unsettled; any other mix where at
 least one group is settled is `depends on <by>`, listing every group as holds / fails / unsettled /
 precondition not met; with `require: all` (a claim "for every B") or `expect` (a predicted split) such a
-mix is `not reproduced` when a group fails, else `inconclusive`. Groups come from the rows the rule's `where` selected. The rule's number
-is its worst group (least support for the prediction), never a pool of groups.
+mix is `not reproduced` when a group fails, else `inconclusive`. Groups come from the rows the rule's
+`where` selected. The rule's number is its worst group (least support for the prediction), never a pool
+of groups.
 
 A `baseline` reads a claim against a control: the per-seed value is the contrast on the rule's rows minus
 the same contrast on the baseline rows (where overridden by `baseline`; a `by` factor that `baseline` does
