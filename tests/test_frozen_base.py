@@ -166,8 +166,12 @@ def test_rules_judge_only_the_semantics_they_name():
                                                  "semantics=tf_keras & base.flag_style=functional"]
     assert verdict.verdict == "depends on semantics, base.flag_style"
     assert [g.outcome for g in verdict.groups] == ["fails", "holds"]
-    # a flag Keras ignored is no evidence: keras3 becomes `precondition not met`, not `fails`
+    # Keras 3 ignoring the flag is the claim failing there (the guide's pattern does not hold), not missing
+    # evidence: the statistics rule has no precondition, and the flag rule fails for keras3 too
     for row in rows:
         row["s2_flag_honoured"] = 0.0 if row["semantics"] == "keras3" else 1.0
     verdict = evaluate(pd.DataFrame(rows), c15)
-    assert [g.outcome for g in verdict.groups] == ["precondition not met", "holds"]
+    assert [g.outcome for g in verdict.groups] == ["fails", "holds"]
+    flag_rule = [r for r in _rules() if r["claim"] == "C15"][1]
+    assert flag_rule["metric"] == "s2_flag_honoured"
+    assert [g.outcome for g in evaluate(pd.DataFrame(rows), flag_rule).groups] == ["fails", "holds"]
