@@ -30,8 +30,8 @@ from bnexp.errors import UserError
 # What a run's identity leaves out: where it writes, how it is launched and logged, and how the report
 # judges and draws a scenario (claim texts, rules, figures, allowed choices): none of these changes the run.
 NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "log", "train.timeout_s", "worker",
-                "scenario.description", "scenario.claim_text", "scenario.verdicts", "scenario.report",
-                "scenario.figures", "scenario.allowed")
+                "scenario.claims", "scenario.description", "scenario.claim_text", "scenario.verdicts",
+                "scenario.report", "scenario.figures", "scenario.allowed")
 RECORD = "metrics.json"
 STATUSES = ("ok", "failed", "diverged")
 

@@ -20,6 +20,7 @@ def _is_moving(key: str) -> bool:
     return "moving_mean" in key or "moving_variance" in key
 
 
+@pytest.mark.slow  # ~11 s; each strategy's restore has a faster test below
 def test_trainable_only_checkpoints_in_separate_processes(tmp_path, cache_dir):
     """One multirun (one parent, reused launcher workers) with a tf1 and a keras3 run of strategy (a):
     each run must have had its own child process and framework state, and neither checkpoint holds a

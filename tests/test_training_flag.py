@@ -1,5 +1,7 @@
 """The training_flag scenario end to end through the real CLI, at tiny size."""
 
+import pytest
+
 from rule_metrics import missing_rule_metrics
 
 SMALL = ["scenario=training_flag", "training_flag.eval_samples=64", "training_flag.eval_batch_sizes=[1,8,64]",
@@ -52,6 +54,7 @@ def test_keras3_functional_ignores_the_build_time_flag(run_cli):
     assert rec["flag_honoured"] == 0
 
 
+@pytest.mark.slow  # ~10 s; the graph-mode learning-phase test below runs in make test
 def test_tf_keras_learning_phase_probes(run_cli):
     rec = run_cli(*SMALL, "semantics=tf_keras", "bn.training=false", "training_flag.compare_nobn=false")
     assert rec["status"] == "ok", rec["error"]

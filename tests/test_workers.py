@@ -70,6 +70,7 @@ def test_warm_workers_give_the_numbers_of_fresh_processes_bit_for_bit(tmp_path, 
     assert len(set(pids)) == 3
 
 
+@pytest.mark.slow  # ~11 s of worker start-ups
 def test_a_worker_is_recycled_after_a_timeout_a_failed_run_and_max_runs(tmp_path, env_for_children, monkeypatch):
     started = []
 
