@@ -146,7 +146,8 @@ def fit_captured_vs_predict(fw, model, d, batch_size: int) -> dict:
 
 def _output_capture(fw, shape):
     """A Keras metric whose state is the last y_pred it saw (shape: the batch's outputs)."""
-    tf = fw.tf
+    ops = getattr(fw.keras, "ops", None)  # Keras 3 on any backend; tf-keras has no ops: TensorFlow's own
+    cast, total = (ops.cast, ops.sum) if ops is not None else (fw.tf.cast, fw.tf.reduce_sum)
 
     class OutputCapture(fw.keras.metrics.Metric):
         def __init__(self):
@@ -154,10 +155,10 @@ def _output_capture(fw, shape):
             self.outputs = self.add_weight(name="outputs", shape=shape, initializer="zeros")
 
         def update_state(self, y_true, y_pred, sample_weight=None):
-            self.outputs.assign(tf.cast(y_pred, self.outputs.dtype))
+            self.outputs.assign(cast(y_pred, self.outputs.dtype))
 
         def result(self):
-            return tf.reduce_sum(self.outputs)
+            return total(self.outputs)
 
     return OutputCapture()
 
