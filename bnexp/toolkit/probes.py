@@ -98,7 +98,7 @@ def convergence(errors: dict[str, float]) -> dict[str, float]:
     parts += [float(v) for k, v in errors.items() if k.endswith(".mean_err")]
     if not parts:
         return {"stat_err_max": float("nan"), "stat_converged": float("nan")}
-    worst = max(parts)
+    worst = float(np.max(parts))  # a NaN layer makes it NaN: not converged
     return {"stat_err_max": worst, "stat_converged": float(worst < STAT_CONVERGED_MAX)}
 
 

@@ -310,23 +310,11 @@ def decompose(cfg, sess, gm: GraphModel, d) -> dict:
         out.update({f"stat.{k}": v for k, v in probes.layer_errors(
             layer.name, moving[f"{layer.name}.moving_mean"], moving[f"{layer.name}.moving_variance"], mean,
             var).items()})
-    out.update(convergence(out))
+    out.update(probes.convergence(out))
     out["precise_forward_passes"] = stats.forward_passes
     out["precise_s"] = stats.seconds
     return out
 
-
-CONVERGED = 0.1  # |ln var_ratio| and mean_err of every BN layer below this: the moving statistics converged
-
-
-def convergence(record: dict) -> dict:
-    """`stat_err_max`: max over BN layers of max(|ln stat.<l>.var_ratio|, stat.<l>.mean_err) (moving vs precise-BN
-    population statistics); `stat_converged`: 1 if it is < CONVERGED, else 0 (the definition the Keras
-    scenarios' protocol.decompose records too)."""
-    errors = [abs(math.log(v)) if k.endswith(".var_ratio") else v for k, v in record.items()
-              if k.startswith("stat.") and k.endswith((".var_ratio", ".mean_err"))]
-    worst = float(np.max(errors)) if errors else math.nan  # a NaN layer makes it NaN: not converged
-    return {"stat_err_max": worst, "stat_converged": float(worst < CONVERGED)}
 
 
 def trainable_abs_sum(fw, sess, gm: GraphModel) -> float:
