@@ -30,9 +30,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from bnexp.errors import UserError  # noqa: E402
+from bnexp.verdicts import t_half_width  # noqa: E402
 
 REQUIRED = {"heatmap": ("x",), "bars": ("x",), "lines": ("x",), "curve": ("columns",), "paired": ("metrics",),
             "marks": ("rows", "metrics")}
@@ -107,7 +107,7 @@ def mean_ci(v) -> tuple[float, float]:
         return math.nan, math.nan
     if len(v) == 1:
         return float(v[0]), math.nan
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), t_half_width(v)
 
 
 def _columns(spec: dict) -> list[str]:

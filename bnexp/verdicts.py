@@ -84,8 +84,13 @@ def mean_ci(values) -> tuple[float, float, float]:
     m = float(v.mean())
     if len(v) == 1:
         return m, -math.inf, math.inf
-    half = t95(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    half = t_half_width(v)
     return m, m - half, m + half
+
+
+def t_half_width(v: np.ndarray) -> float:
+    """Half-width of the 95% Student-t interval of the mean of two or more values (figures draw it too)."""
+    return t95(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
 
 
 # --- factor values: null, false and true are three values, and 1 is not true --------------------------------
