@@ -174,7 +174,13 @@ def run(argv: list[str]) -> int:
     config_check.check_environment()
     overrides, multirun, other_flags = _split_hydra_args(argv)
     planned = []
-    if not other_flags:
+    jobs_file = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweeper.jobs_file=")), None)
+    if jobs_file:  # `bnexp sweep`'s one multirun: it composed and checked every job it wrote
+        from hydra_plugins.bnexp.grids_sweeper import read_jobs
+
+        planned = [(Store(j["results_dir"]), j["scenario"], j["run_id"]) for j in read_jobs(jobs_file)]
+        _run_state["planned"] = planned
+    elif not other_flags:
         configs = config_check.compose(overrides)
         if len(configs) > 1 and not multirun:
             raise UserError("the overrides list several values (a,b); add -m to run each of them")

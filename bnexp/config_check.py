@@ -336,7 +336,7 @@ def validate(cfg: dict) -> None:
     worker = cfg.get("worker") or {}
     if worker.get("warm", True) not in (True, False):
         raise UserError(f"worker.warm must be true or false, got {worker['warm']!r}")
-    for key in ("max_runs", "chunk"):
+    for key in ("max_runs", "pool_size", "chunk"):
         if key in worker:
             _number(cfg, f"worker.{key}", 1, integer=True)
     bn_training = cfg.get("bn", {}).get("training")

@@ -1,10 +1,12 @@
 """`python -m bnexp sweep sweep=quick|reference [scenarios=a,b] [overrides...]`.
 
-For each scenario in the sweep's `grids`, one Hydra multirun (`python -m bnexp run -m ...`) over its grid
-and the sweep's seeds, with the configured launcher (parallel local processes by default). Before
-anything runs, every grid point is composed and validated, so a bad grid fails at once, and its run id
-is known: the progress display counts records in the store, and at the end every expected run must
-have a record. Finished runs are skipped, so an interrupted sweep started again only does what is left;
+Every grid of the sweep (one per scenario in `grids`, and `<scenario>@<label>` further grids) times the
+sweep's seeds, in ONE Hydra multirun (`python -m bnexp run -m hydra/sweeper=bnexp_grids ...`,
+hydra_plugins/bnexp/grids_sweeper.py) with the configured launcher (parallel local processes by default),
+so each launcher process keeps its warm workers (bnexp.workers) across scenarios; runs that need the
+same kind of worker are launched together. Before anything runs, every grid point is composed and
+validated, so a bad grid fails at once, and its run id is known: the progress display counts records in
+the store, and at the end every expected run must have a record. Finished runs are skipped, so an interrupted sweep started again only does what is left;
 a per-run lock (bnexp.store) lets two sweeps share one results folder without running a run twice.
 
 Where it writes: the sweep's `results_dir` if its YAML sets one (only the reference sweep: the committed
@@ -13,6 +15,7 @@ results/), else paths.results_dir (default results/local/, git-ignored); paths.r
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -24,9 +27,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bnexp import CONFIG_DIR, config_check, manifest, provenance
+from bnexp import CONFIG_DIR, atomic, config_check, manifest, provenance
 from bnexp.errors import UserError
-from bnexp.workers import die_with_parent
+from bnexp.workers import die_with_parent, worker_key
 from bnexp.store import Store, os_error_line, run_id
 
 
@@ -35,6 +38,8 @@ class Point:
     scenario: str
     run_id: str
     grid: str = ""  # the grid it comes from: the scenario's name, or `<scenario>@<label>` for a further grid
+    overrides: tuple[str, ...] = ()  # the run's own overrides (one value per key; no hydra settings)
+    worker: tuple = ()  # the kind of warm worker it runs in (bnexp.workers.worker_key)
 
 
 def scenario_of(grid: str) -> str:
@@ -88,8 +93,9 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
     for name in names:
         grid = [f"{k}={v}" for k, v in (grids[name] or {}).items()]
         multirun[name] = [f"scenario={scenario_of(name)}", f"seed={seeds}", *grid, *extra]
-        for resolved in config_check.compose(multirun[name]):
-            points.append(Point(scenario_of(name), run_id(resolved), name))
+        for single, resolved in zip(config_check.expand(multirun[name]), config_check.compose(multirun[name])):
+            points.append(Point(scenario_of(name), run_id(resolved), name, _job_overrides(single),
+                                worker_key(resolved)))
             results_dir = resolved["paths"]["results_dir"]
     unique: dict = {}
     for p in points:  # an override may collapse a grid axis, and two grids of a scenario may share a run
@@ -97,8 +103,32 @@ def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tupl
     return sweep, multirun, list(unique.values()), results_dir
 
 
-def _launch(overrides: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bnexp", "run", "--multirun", *overrides]
+def _is_hydra(override: str) -> bool:
+    return override.lstrip("+~").startswith("hydra")
+
+
+def _job_overrides(single: list[str]) -> tuple[str, ...]:
+    """One grid point's overrides for its Hydra job: the last value of each key (as composing applies
+    them: an override may repeat a grid axis), hydra settings left to the multirun's command line."""
+    last = {o.split("=", 1)[0]: o for o in single if not _is_hydra(o)}
+    return tuple(last.values())
+
+
+def job_order(points: list[Point]) -> list[Point]:
+    """The points with those that share a kind of warm worker together (kinds in order of first appearance,
+    grid order within a kind), so a launcher process moves through few workers."""
+    first = {key: i for i, key in reversed(list(enumerate(p.worker for p in points)))}
+    return sorted(points, key=lambda p: first[p.worker])
+
+
+def _launch(jobs_file: Path, points: list[Point], results_dir: str, extra: list[str]) -> subprocess.Popen:
+    """One multirun of `points` (pending runs) through the bnexp_grids sweeper."""
+    jobs = [{"overrides": list(p.overrides), "scenario": p.scenario, "run_id": p.run_id, "results_dir": results_dir}
+            for p in job_order(points)]
+    atomic.write_text(jobs_file, json.dumps({"jobs": jobs}))
+    cmd = [sys.executable, "-m", "bnexp", "run", "--multirun", "hydra/sweeper=bnexp_grids",
+           f"hydra.sweeper.jobs_file={jobs_file}", f"paths.results_dir={results_dir}",
+           *(e for e in extra if _is_hydra(e))]
     return subprocess.Popen(cmd, cwd=Path.cwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=die_with_parent)
 
@@ -133,11 +163,9 @@ def main(argv: list[str]) -> int:
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:  # this sweep's own log: concurrent sweeps never share one
-            for name, overrides in multirun.items():
-                mine = [p for p in points if p.grid == name]
-                if _status(store, mine)["ok"] == len(mine):
-                    continue
-                proc = _launch(overrides)
+            pending = [p for p in points if (store.get(p.scenario, p.run_id) or {}).get("status") != "ok"]
+            if pending:
+                proc = _launch(log_path.with_suffix(".jobs.json"), pending, results_dir, extra)
                 for line in proc.stdout:  # the multirun's own output goes to the log; the bar shows progress
                     log.write(line)
                     if line.startswith("bnexp: "):
@@ -145,7 +173,7 @@ def main(argv: list[str]) -> int:
                 proc.wait()
                 _refresh(bar, store, points)
                 if proc.returncode != 0:
-                    print(f"\nbnexp: the {name} multirun exited {proc.returncode}; see {log_path}", file=sys.stderr)
+                    print(f"\nbnexp: the multirun exited {proc.returncode}; see {log_path}", file=sys.stderr)
         bar.close()
         if before["ok"] < len(points):  # a sweep that ran nothing measured nothing: keep the last measurement
             _write_meta(store, sweep["name"], points, before["ok"], start, extra)
@@ -201,7 +229,6 @@ def _check_tree(sweep: dict, allow_dirty: str) -> None:
 
 def _write_meta(store: Store, name: str, points, already_done: int, start: float, extra: list[str]) -> None:
     """Wall time of this sweep, for the report's environment section."""
-    import json
     from datetime import datetime, timezone
 
     launcher = next((e.split("=", 1)[1] for e in extra if e.startswith("hydra/launcher=")), "local")

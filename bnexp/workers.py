@@ -126,17 +126,26 @@ class Worker:
         _kill(self.proc)
 
 
-_pool: dict[tuple, Worker] = {}
+def worker_key(cfg: dict) -> tuple:
+    """The kind of warm worker a resolved run config needs: semantics kind, device, Keras backend, release."""
+    return KINDS[cfg["semantics"]], cfg["device"], backends.backend_of(cfg), cfg.get("keras_version") or ""
 
 
-def run_warm(cfg: dict, run_dir: Path, timeout: float, max_runs: int) -> int | None:
+_pool: dict[tuple, Worker] = {}  # least recently used first
+
+
+def run_warm(cfg: dict, run_dir: Path, timeout: float, max_runs: int, pool_size: int = 2) -> int | None:
     """Run in this process' warm worker for the run's kind of semantics, device, Keras backend and release
-    (started if there is none). Returns 0 if the worker answered, None on a timeout, else the code the
-    worker died with."""
-    key = (KINDS[cfg["semantics"]], cfg["device"], backends.backend_of(cfg), cfg.get("keras_version"))
-    worker = _pool.get(key)
+    (started if there is none; the least recently used worker is stopped when that would make more than
+    `pool_size`: each holds a framework's memory). Returns 0 if the worker answered, None on a timeout,
+    else the code the worker died with."""
+    key = worker_key(cfg)
+    worker = _pool.pop(key, None)
     if worker is None or not worker.alive():
-        worker = _pool[key] = Worker(env_for(cfg))
+        while len(_pool) >= pool_size:
+            _pool.pop(next(iter(_pool))).close()
+        worker = Worker(env_for(cfg))
+    _pool[key] = worker
     (run_dir / "log.txt").touch()  # the worker appends the run's output here
     deadline = time.monotonic() + timeout
     status = worker.run(run_dir, timeout)
@@ -154,7 +163,7 @@ def run(cfg: dict, run_dir: Path) -> int | None:
     timeout = float(cfg["train"]["timeout_s"])
     if not opts.get("warm", True):
         return run_fresh(env_for(cfg), run_dir, timeout)
-    return run_warm(cfg, run_dir, timeout, int(opts.get("max_runs", 20)))
+    return run_warm(cfg, run_dir, timeout, int(opts.get("max_runs", 20)), int(opts.get("pool_size", 2)))
 
 
 @atexit.register

@@ -36,7 +36,8 @@ NOT_COMPARED = re.compile(r"(_s$|rss|wall|started_at|git_commit|from_cache|pid)"
 def _configs(results: Path, warm: bool, sequence=SEQUENCE) -> list[dict]:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return [OmegaConf.to_container(compose("config", overrides=[
-            *TINY, *o, f"paths.results_dir={results}", f"worker.warm={str(warm).lower()}"]), resolve=True)
+            *TINY, *o, f"paths.results_dir={results}", f"worker.warm={str(warm).lower()}", "worker.pool_size=3"]),
+            resolve=True)
             for o in sequence]
 
 
@@ -68,6 +69,36 @@ def test_warm_workers_give_the_numbers_of_fresh_processes_bit_for_bit(tmp_path, 
     assert [_worker_pid(folder) for _, folder in out[False]] == [None] * len(SEQUENCE)
     assert pids[0] == pids[3] and pids[1] == pids[4] and pids[2] == pids[5]  # keras2_v1 in the tf_keras worker
     assert len(set(pids)) == 3
+
+
+def test_the_pool_keeps_pool_size_workers_and_stops_the_least_recently_used(tmp_path, monkeypatch):
+    """No processes: a stand-in Worker records starts and stops; kinds a, b, a, c with pool_size 2 stop b."""
+    events = []
+
+    class Fake:
+        def __init__(self, env):
+            self.kind, self.runs, self.proc = env["kind"], 0, None
+            events.append(("start", self.kind))
+
+        def alive(self):
+            return True
+
+        def run(self, run_dir, timeout):
+            self.runs += 1
+            return "ok"
+
+        def close(self):
+            events.append(("stop", self.kind))
+
+    monkeypatch.setattr(workers, "Worker", Fake)
+    monkeypatch.setattr(workers, "env_for", lambda cfg: {"kind": cfg["semantics"]})
+    monkeypatch.setattr(workers, "_pool", {})
+    for semantics in ("keras3", "tf_keras", "keras3", "tf1", "keras3"):
+        cfg = {"semantics": semantics, "device": "cpu", "backend": "tensorflow", "keras_version": None}
+        assert workers.run_warm(cfg, tmp_path, timeout=5, max_runs=20, pool_size=2) == 0
+    assert events == [("start", "keras3"), ("start", "tf_keras"), ("stop", "tf_keras"), ("start", "tf1")]
+    assert [w.kind for w in workers._pool.values()] == ["tf1", "keras3"] and workers._pool[
+        workers.worker_key(cfg)].runs == 3
 
 
 @pytest.mark.slow  # ~11 s of worker start-ups
