@@ -166,10 +166,12 @@ def main(argv: list[str]) -> int:
             pending = [p for p in points if (store.get(p.scenario, p.run_id) or {}).get("status") != "ok"]
             if pending:
                 proc = _launch(log_path.with_suffix(".jobs.json"), pending, results_dir, extra)
+                shown = 0.0
                 for line in proc.stdout:  # the multirun's own output goes to the log; the bar shows progress
                     log.write(line)
-                    if line.startswith("bnexp: "):
+                    if line.startswith("bnexp: ") and time.monotonic() - shown > 2:  # reads every record
                         _refresh(bar, store, points)
+                        shown = time.monotonic()
                 proc.wait()
                 _refresh(bar, store, points)
                 if proc.returncode != 0:
