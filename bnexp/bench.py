@@ -208,8 +208,8 @@ def _markdown(res: dict) -> str:
                      f"one multirun, 2 jobs; {s['warm']['runs_per_min']:.1f} vs {s['fresh']['runs_per_min']:.1f} runs/min) | "
                      f"{s['speedup']:.2f}x | >= 2.5x |")
     if "warm" in res:
-        lines.append(f"| warm worker peak RSS after {w['runs']} runs / after 1 run ({w['rss_last_mb']:.0f} / "
-                     f"{w['rss_first_mb']:.0f} MiB) | {w['rss_ratio']:.2f} | <= 1.2 |")
+        lines.append(f"| warm worker peak RSS (ru_maxrss, its high-water mark so far) after {w['runs']} runs / after "
+                     f"1 run ({w['rss_last_mb']:.0f} / {w['rss_first_mb']:.0f} MiB) | {w['rss_ratio']:.2f} | <= 1.2 |")
     if "reference" in res:
         r, last = res["reference"], res["reference"]["last"]
         value = (f"{last['seconds'] / 60:.0f} min ({last['runs']} runs, {last['jobs']} jobs, {last['finished']})"

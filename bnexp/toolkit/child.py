@@ -59,10 +59,27 @@ def pick_device(fw: Flavour, wanted: str) -> str:
 def reset(fw: Flavour, seed: int) -> None:
     """The state every run starts from, in a fresh process or a warm worker alike: no models, graphs or
     layer-name counters left from before, seeds set, TensorFlow ops deterministic."""
+    if fw.tf is not None:
+        forget_custom_gradients()  # first: clear_session's gc.collect() then frees the graphs they held
     fw.keras.backend.clear_session()
     if fw.name == "tf1":
         fw.tf.compat.v1.reset_default_graph()
     fw.set_seed(seed)
+
+
+def forget_custom_gradients() -> None:
+    """Drop the gradient functions that graph-mode tf.custom_gradient left in TensorFlow's global gradient
+    registry. Each call registers one under a fresh name (CustomGradient-<uid>) that nothing removes, and
+    its closure holds the whole graph it was traced in: Keras' optimizer all-reduces its gradients through
+    one in every traced train step, so a warm worker kept every past run's train step alive after
+    clear_session, about 15 MiB per run (tensorflow/tensorflow#97697, #27492). Between runs no graph of an
+    earlier run is differentiated again, so none of these entries can be looked up any more."""
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)  # private: skip if it moved
+    if isinstance(registry, dict):
+        for name in [n for n in registry if n.startswith("CustomGradient-")]:
+            del registry[name]
 
 
 def run_one(run_dir: str | Path, started: float | None = None) -> str:
