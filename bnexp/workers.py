@@ -163,7 +163,7 @@ def run(cfg: dict, run_dir: Path) -> int | None:
     timeout = float(cfg["train"]["timeout_s"])
     if not opts.get("warm", True):
         return run_fresh(env_for(cfg), run_dir, timeout)
-    return run_warm(cfg, run_dir, timeout, int(opts.get("max_runs", 20)), int(opts.get("pool_size", 2)))
+    return run_warm(cfg, run_dir, timeout, int(opts.get("max_runs", 50)), int(opts.get("pool_size", 2)))
 
 
 @atexit.register

@@ -10,6 +10,7 @@ imports TensorFlow at module level.
 from __future__ import annotations
 
 import csv
+import gc
 import importlib
 import json
 import resource
@@ -64,6 +65,7 @@ def reset(fw: Flavour, seed: int) -> None:
     fw.keras.backend.clear_session()
     if fw.name == "tf1":
         fw.tf.compat.v1.reset_default_graph()
+    gc.collect()  # tf-keras' clear_session does not collect: a warm worker would carry earlier runs' garbage
     fw.set_seed(seed)
 
 
