@@ -127,3 +127,53 @@ def test_train_batches_are_exact_in_count_and_deterministic():
     assert data.batch_order(100, 16, 9, seed=5).tolist() == first
     with pytest.raises(UserError, match="batch size 128 exceeds the 100 training samples"):
         data.batch_order(100, 128, 1, seed=5)
+
+
+def test_cached_dataset_is_read_once_shared_read_only_and_read_again_when_replaced(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    written = _write_idx_dir(raw)
+    cache = tmp_path / "cache"
+    first = data.load("fashion_mnist", raw_dir=str(raw), cache_dir=cache)  # decodes the IDX files, writes the .npz
+    real_np_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("the .npz was read again"))
+    second = data.load("fashion_mnist", raw_dir=str(raw), cache_dir=cache)
+    third = data.load("fashion_mnist", raw_dir=str(raw), cache_dir=cache)
+    for key in data.IDX_FILES:
+        a, b = getattr(first, key), getattr(second, key)
+        np.testing.assert_array_equal(a, b)
+        assert b.dtype == a.dtype and not b.flags.writeable
+    np.testing.assert_array_equal(second.x_train[..., 0], written["x_train"])
+    # a run cannot change what the next run loads: no writes, no flipping the flag back, no swapping fields
+    with pytest.raises(ValueError, match="read-only"):
+        second.x_train[0, 0, 0, 0] = 1
+    with pytest.raises(ValueError, match="read-only"):
+        second.y_test += 1
+    with pytest.raises(ValueError):
+        second.x_test.setflags(write=True)
+    second.y_train = np.zeros_like(second.y_train)
+    np.testing.assert_array_equal(third.y_train, first.y_train)
+    np.testing.assert_array_equal(data.load("fashion_mnist", raw_dir=str(raw), cache_dir=cache).y_train,
+                                  first.y_train)
+    # what a run works on is its own, writeable copy
+    x, y = data.select(third.x_train, third.y_train, classes=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], limit=5, seed=0)
+    assert x.flags.writeable and y.flags.writeable
+    assert data.scale(third.x_train, "unit").flags.writeable
+    # a cache file replaced on disk (rebuilt, another dataset version) is read again
+    monkeypatch.setattr(np, "load", real_np_load)
+    npz = cache / "data" / "fashion_mnist.npz"
+    with np.load(npz) as z:
+        changed = {k: z[k] for k in data.IDX_FILES}
+    changed["y_train"] = (changed["y_train"] + 1) % 10
+    np.savez(tmp_path / "new.npz", **changed)
+    (tmp_path / "new.npz").replace(npz)
+    np.testing.assert_array_equal(data.load("fashion_mnist", raw_dir=str(raw), cache_dir=cache).y_train,
+                                  changed["y_train"])
+
+
+def test_loads_without_a_cache_dir_are_read_only_too(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _write_idx_dir(raw)
+    arrays = data.load("fashion_mnist", raw_dir=str(raw), tfds_data_dir=str(tmp_path / "tfds"))
+    assert not any(a.flags.writeable for a in arrays.__dict__.values())

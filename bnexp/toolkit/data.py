@@ -47,22 +47,71 @@ class Arrays:
 # ---------------------------------------------------------------- loading
 
 
+# The .npz caches this process has read, by file and its stat signature: a warm worker (bnexp.toolkit.worker)
+# reads and decodes its dataset once, not once per run. Few entries: a transfer scenario uses two datasets.
+_MEMORY: dict[tuple, Arrays] = {}
+MEMORY_ENTRIES = 2
+
+
 def load(name: str, raw_dir: str | None = None, tfds_data_dir: str | None = None,
          cache_dir: str | os.PathLike | None = None, download_timeout_s: float = 3.0) -> Arrays:
-    """The whole dataset as uint8 arrays; see the module docstring for where it comes from."""
+    """The whole dataset as uint8 arrays; see the module docstring for where it comes from.
+
+    The arrays are read-only (over immutable memory: they cannot be made writeable). With a cache_dir, a
+    process reads the cache file once and every later load of that file, unchanged, shares its arrays (a
+    warm worker's runs), so no run can change another's data. Take a copy to write into them (select with
+    classes or a limit, shift, scale and corrupt return new arrays)."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)} (e.g. data=fashion_mnist)")
     cache = Path(cache_dir).expanduser() / "data" / f"{name}.npz" if cache_dir else None
     if cache is not None and cache.exists():
+        key = _memory_key(cache)
+        if key in _MEMORY:
+            return _read_only_views(_MEMORY[key])
         try:
             with np.load(cache) as z:
-                return Arrays(**{k: z[k] for k in IDX_FILES})
+                arrays = Arrays(**{k: z[k] for k in IDX_FILES})
         except Exception:  # a damaged cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
+        else:
+            return _remember(key, arrays)
     arrays = _load_uncached(name, raw_dir, tfds_data_dir, download_timeout_s)
-    if cache is not None:
-        _save_npz(cache, arrays)
-    return arrays
+    if cache is None:
+        return _read_only_views(_freeze(arrays))
+    _save_npz(cache, arrays)
+    return _remember(_memory_key(cache), arrays)
+
+
+def _memory_key(cache: Path) -> tuple:
+    """What decides the arrays read from `cache`: the file (resolved), and its identity and version on disk,
+    so a cache rebuilt or replaced since is read again."""
+    st = cache.stat()
+    return str(cache.resolve()), st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(key: tuple, arrays: Arrays) -> Arrays:
+    for old in [k for k in _MEMORY if k[0] == key[0]]:  # an older version of the same file
+        del _MEMORY[old]
+    _MEMORY[key] = _freeze(arrays)
+    while len(_MEMORY) > MEMORY_ENTRIES:
+        del _MEMORY[next(iter(_MEMORY))]  # the oldest
+    return _read_only_views(_MEMORY[key])
+
+
+def _freeze(arrays: Arrays) -> Arrays:
+    """The same arrays over immutable memory (a bytes object): read-only, and NumPy refuses to make them
+    or any view of them writeable again."""
+    return Arrays(**{k: np.frombuffer(v.tobytes(), v.dtype).reshape(v.shape) for k, v in arrays.__dict__.items()})
+
+
+def _read_only_views(arrays: Arrays) -> Arrays:
+    """A new Arrays of views: replacing a field of the returned object leaves the remembered one alone."""
+    return Arrays(**{k: v.view() for k, v in arrays.__dict__.items()})
+
+
+def clear_memory() -> None:
+    """Forget the datasets kept in memory (tests; a process that needs the memory back)."""
+    _MEMORY.clear()
 
 
 def _load_uncached(name, raw_dir, tfds_data_dir, download_timeout_s) -> Arrays:
