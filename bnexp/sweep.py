@@ -6,8 +6,9 @@ hydra_plugins/bnexp/grids_sweeper.py) with the configured launcher (parallel loc
 so each launcher process keeps its warm workers (bnexp.workers) across scenarios; runs that need the
 same kind of worker are launched together. Before anything runs, every grid point is composed and
 validated, so a bad grid fails at once, and its run id is known: the progress display counts records in
-the store, and at the end every expected run must have a record. Finished runs are skipped, so an interrupted sweep started again only does what is left;
-a per-run lock (bnexp.store) lets two sweeps share one results folder without running a run twice.
+the store, and at the end every expected run must have a record. Finished runs are skipped, so an
+interrupted sweep started again only does what is left; a per-run lock (bnexp.store) lets two sweeps
+share one results folder without running a run twice.
 
 Where it writes: the sweep's `results_dir` if its YAML sets one (only the reference sweep: the committed
 results/), else paths.results_dir (default results/local/, git-ignored); paths.results_dir=... wins.

@@ -131,3 +131,37 @@ def test_ctrl_c_exits_130_and_the_sweep_resumes(tmp_path, cache_dir):
     assert "already done" in out
     recs = records(results, "momentum")
     assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+
+
+def test_the_jobs_a_sweep_writes_compose_to_its_planned_runs_grouped_by_kind_of_worker():
+    """The one multirun gets each point's own overrides: composed again they give the planned run id; the job
+    order keeps each kind of worker together, first-seen kind first, grid order within a kind."""
+    from bnexp import config_check, sweep
+    from bnexp.store import run_id
+
+    _, multirun, points, _ = sweep.plan("quick", ["momentum", "weights_order", "checkpoint"], ["seed=0"])
+    assert len(multirun) == 3 and len({p.worker for p in points}) == 3  # keras3, tf_keras, tf1
+    for p in points:
+        assert not any(o.startswith("hydra") for o in p.overrides)
+        assert len({o.split("=", 1)[0] for o in p.overrides}) == len(p.overrides)  # one value per key
+        [resolved] = config_check.compose(list(p.overrides))
+        assert run_id(resolved) == p.run_id
+    ordered = sweep.job_order(points)
+    kinds = [p.worker for p in ordered]
+    assert kinds == sorted(kinds, key=[p.worker for p in points].index)  # contiguous, in order of first use
+    assert [p for p in ordered if p.worker == kinds[0]] == [p for p in points if p.worker == kinds[0]]
+
+
+@pytest.mark.slow  # ~1 min; make test's sweep tests cover the same path for one scenario
+def test_a_sweep_over_several_scenarios_is_one_multirun_that_keeps_its_workers(tmp_path, cache_dir):
+    """momentum and weights_order (keras3 and tf_keras runs), one launcher process: one keras3 worker serves
+    both scenarios' keras3 runs."""
+    results = tmp_path / "r"
+    bnexp(["sweep", "sweep=quick", "scenarios=momentum,weights_order", *SMALL, "hydra/launcher=basic"], results,
+          cache_dir)
+    assert len(list((results / ".hydra" / "multirun").glob("*/multirun.yaml"))) == 1  # one multirun
+    pids = {}
+    for rec in records(results):
+        log = (results / "runs" / rec["scenario"] / rec["run_id"] / "log.txt").read_text()
+        pids.setdefault((rec["scenario"], rec["semantics"]), set()).add(log.split("warm worker pid ")[1].split(",")[0])
+    assert pids[("momentum", "keras3")] == pids[("weights_order", "keras3")] and len(pids[("momentum", "keras3")]) == 1
