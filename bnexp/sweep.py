@@ -154,17 +154,17 @@ def main(argv: list[str]) -> int:
     store.check_writable()
     manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s]
                                                      for s in dict.fromkeys(map(scenario_of, multirun))})
-    before = _status(store, points)
+    pending = [p for p in points if (store.get(p.scenario, p.run_id) or {}).get("status") != "ok"]
+    done_before = len(points) - len(pending)
     log_path = store.root / ".hydra" / "sweep-logs" / f"{sweep['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     print(f"bnexp sweep {sweep['name']}: {len(points)} runs in {len(multirun)} scenarios, "
-          f"{before['ok']} already done; results in {store.root} (log: {log_path})")
+          f"{done_before} already done; results in {store.root} (log: {log_path})")
     start = time.time()
-    bar = tqdm(total=len(points), initial=before["ok"], unit="run", dynamic_ncols=True)
+    bar = tqdm(total=len(points), initial=done_before, unit="run", dynamic_ncols=True)
     proc = None
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:  # this sweep's own log: concurrent sweeps never share one
-            pending = [p for p in points if (store.get(p.scenario, p.run_id) or {}).get("status") != "ok"]
             if pending:
                 proc = _launch(log_path.with_suffix(".jobs.json"), pending, results_dir, extra)
                 shown = 0.0
@@ -178,8 +178,8 @@ def main(argv: list[str]) -> int:
                 if proc.returncode != 0:
                     print(f"\nbnexp: the multirun exited {proc.returncode}; see {log_path}", file=sys.stderr)
         bar.close()
-        if before["ok"] < len(points):  # a sweep that ran nothing measured nothing: keep the last measurement
-            _write_meta(store, sweep["name"], points, before["ok"], start, extra)
+        if pending:  # a sweep that ran nothing measured nothing: keep the last measurement
+            _write_meta(store, sweep["name"], points, done_before, start, extra)
         return _summary(store, points, time.time() - start, sweep["name"])
     except KeyboardInterrupt:
         _stop(proc)
