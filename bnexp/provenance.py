@@ -1,13 +1,22 @@
-"""Where a record's numbers came from: the commit of the checkout that ran it and whether its tree was clean.
+"""Where a record's numbers came from: the commit of the checkout that ran it, whether its tree was clean, and
+the processor and kernel settings that rounded its floats.
 
 The report uses this to say, at its top, when its records come from more than one commit, from a dirty
-tree, or from code (experiments, toolkit, configs) that differs from the current head. No TensorFlow here.
+tree, or from code (experiments, toolkit, configs) that differs from the current head, and, in its
+environment section, which processors ran them. No TensorFlow here.
+
+Float32 kernels (oneDNN, Eigen) pick their instructions by processor, so the same code and seed give
+bit-identical numbers on one machine and library set, and numbers that differ in the last digits on a
+processor with other vector extensions (tests/test_numbers_unchanged.py measures how much).
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 from functools import lru_cache
+from pathlib import Path
 
 from bnexp import PACKAGE_DIR
 
@@ -68,3 +77,36 @@ def warnings(commits: list[str]) -> list[str]:
     if unknown:
         out.append(f"cannot compare commit(s) {', '.join(unknown)} with the current code")
     return out
+
+
+# The vector extensions that change which float32 kernels oneDNN and Eigen run (x86 and Arm names as
+# /proc/cpuinfo spells them); the rest of the flags do not change a result.
+VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16",
+                "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2", "bf16", "i8mm")
+# The environment variables that choose oneDNN's kernels in TensorFlow.
+ONEDNN_VARS = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")
+
+
+@lru_cache(maxsize=1)
+def processor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor and its vector extensions, e.g. 'AMD EPYC [avx2 avx512f avx512_bf16 ...]' (Linux reads
+    /proc/cpuinfo; elsewhere the platform's own name, without extensions)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown"
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's fields
+    name = fields.get("model name") or fields.get("CPU part") or platform.machine() or "unknown"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return f"{name} [{' '.join(f for f in VECTOR_FLAGS if f in flags)}]"
+
+
+def onednn_setting(env: dict | None = None) -> str:
+    """TensorFlow's oneDNN settings as the run's environment gives them: 'default' or e.g.
+    'TF_ENABLE_ONEDNN_OPTS=0'."""
+    env = os.environ if env is None else env
+    set_vars = [f"{k}={env[k]}" for k in ONEDNN_VARS if env.get(k)]
+    return " ".join(set_vars) or "default"

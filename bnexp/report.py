@@ -444,14 +444,16 @@ def _applies_to_keras3(rule: dict) -> bool:
 def _environment(root: Path, name: str, df: pd.DataFrame) -> str:
     lines = ["## Environment", ""]
     if not df.empty:
-        for col in ("tensorflow", "keras", "device", "git_commit"):
+        for col in ("tensorflow", "keras", "device", "cpu", "onednn", "git_commit"):
             if col in df:
                 counts = labels(df[col]).value_counts().sort_index()
                 lines.append(f"- {col} (runs): {', '.join(f'{k} ({n})' for k, n in counts.items())}")
     lines.append("- determinism: every run seeds Python, NumPy and TensorFlow and turns on TensorFlow's op determinism "
-                 "(tf1 graphs: the graph seed), so a run is repeatable given its seed on the same device and versions; "
-                 "`tests/test_cli.py::test_same_seed_gives_identical_metrics` checks a CPU run. The intervals are "
-                 "over seeds.")
+                 "(tf1 graphs: the graph seed), so a run is bit-identical given its seed on the same processor, "
+                 "oneDNN setting and library versions (`tests/test_cli.py::test_same_seed_gives_identical_metrics`); "
+                 "a processor with other vector extensions rounds float32 kernels differently, and its numbers "
+                 "differ in the last digits (`tests/test_numbers_unchanged.py` states by how much). The intervals "
+                 "are over seeds.")
     ids = set(zip(df["scenario"], df["run_id"])) if not df.empty else set()
     for sweep, data in manifest.all_manifests(root).items():
         if sweep != name and not (manifest.planned_ids(data) & ids):

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from bnexp import workers
-from bnexp.provenance import checkout, git_commit
+from bnexp.provenance import checkout, git_commit, onednn_setting, processor
 from bnexp.store import Store, flatten, identity, run_id
 
 LOG_TAIL = 1500  # characters of the child's output kept in a failed record's error
@@ -57,6 +57,8 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
         "child_s": result.get("child_s"),
         "peak_rss_mb": result.get("peak_rss_mb"),
         "device": result.get("device"),
+        "cpu": processor(),
+        "onednn": onednn_setting(),
         "tensorflow": result.get("versions", {}).get("tensorflow"),
         "keras": result.get("versions", {}).get("keras"),
         "keras_backend": result.get("versions", {}).get("keras_backend"),

@@ -89,3 +89,22 @@ def test_the_reference_sweep_refuses_a_dirty_tree_unless_allowed(monkeypatch):
     sweep._check_tree({"name": "quick"}, "false")
     with pytest.raises(UserError, match="allow_dirty must be true or false"):
         sweep._check_tree({"name": "reference", "requires_clean_tree": True}, "maybe")
+
+
+def test_processor_names_the_model_and_the_vector_extensions_that_change_rounding(tmp_path):
+    from bnexp.provenance import processor
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum\nflags\t\t: fpu sse4_2 avx avx2 fma "
+                    "avx512f avx512_fp16 amx_tile amx_bf16 pcid\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert processor.__wrapped__(str(info)) == "Intel(R) Xeon(R) Platinum [sse4_2 avx fma avx2 avx512f avx512_fp16 " \
+                                               "amx_tile amx_bf16]"
+    assert processor.__wrapped__(str(tmp_path / "missing"))  # no /proc: the platform's name, never an error
+
+
+def test_onednn_setting_names_what_the_environment_sets():
+    from bnexp.provenance import onednn_setting
+
+    assert onednn_setting({}) == "default"
+    assert onednn_setting({"TF_ENABLE_ONEDNN_OPTS": "0"}) == "TF_ENABLE_ONEDNN_OPTS=0"
+    assert onednn_setting({"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": ""}) == "ONEDNN_MAX_CPU_ISA=AVX2"
