@@ -2,7 +2,8 @@
 for the BN pitfalls bnexp measures, and optionally write a copy with recomputed population statistics.
 
 Parent side (imports no TensorFlow): parse the arguments, check the input (files, format, data shape, labels)
-fast, pick the semantics from the model file (a Keras 3 `.keras` file -> keras3; a tf-keras `.h5`, `.keras` or
+fast, refuse a model file that would run code when loaded unless trust_model=true (bnexp.model_safety), pick
+the semantics from the model file (a Keras 3 `.keras` file -> keras3; a tf-keras `.h5`, `.keras` or
 SavedModel folder -> tf_keras), run bnexp.toolkit.diagnose in a child process with that semantics' environment,
 then print the result and write doctor.md beside the child's doctor.json.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bnexp import CONFIG_DIR, PACKAGE_DIR
+from bnexp import CONFIG_DIR, PACKAGE_DIR, model_safety
 from bnexp.errors import UserError
 from bnexp.names import DATASETS, DEVICES, SCALINGS
 from bnexp.workers import child_env, die_with_parent
@@ -34,6 +35,7 @@ DEFAULTS = {
     "data": None,              # dataset name, .npz file (x, optional y) or image folder (required)
     "out": "doctor",           # folder for doctor.json, doctor.md, doctor.log and the recalibrated copy
     "fix": False,              # true: write a copy with population statistics recomputed
+    "trust_model": False,      # true: load with Keras' safe_mode off, running code the model file holds
     "custom_objects": None,    # Python module defining the model's custom classes
     "split": None,             # train | test, for a dataset name (default train: what precise BN recomputes from)
     "data.scaling": None,      # dataset name: unit|standard|raw (default: the dataset config's); folder: unit|raw
@@ -65,8 +67,9 @@ def parse(argv: list[str]) -> dict:
         if not args[key]:
             raise UserError(f"doctor: {key}= is required, e.g. python -m bnexp doctor model=my_model.keras "
                             f"data=fashion_mnist")
-    if not isinstance(args["fix"], bool):
-        raise UserError(f"doctor: fix={args['fix']!r}; valid: true, false")
+    for key in ("fix", "trust_model"):
+        if not isinstance(args[key], bool):
+            raise UserError(f"doctor: {key}={args[key]!r}; valid: true, false")
     for key, low in (("doctor.max_samples", 2), ("doctor.batch_size", 2), ("doctor.timeout_s", 1),
                      ("train_batch_size", 1), ("seed", 0)):
         value = args[key]
@@ -92,8 +95,10 @@ def inspect_model(path: str) -> dict:
             raise UserError(f"model={path} is a folder without saved_model.pb: not a Keras model (give a .keras "
                             f"file, an .h5 file or a SavedModel folder)")
         if not (p / "keras_metadata.pb").is_file():
+            ops = ", ".join(sorted(model_safety.risky_ops(p)))
+            risky = f"; its graph holds the ops {ops}: never run it unless you trust its author" if ops else ""
             raise UserError(f"model={path} is a TensorFlow SavedModel without Keras metadata (tf.saved_model.save "
-                            f"or Keras 3 export()); save the model with Keras' model.save() instead")
+                            f"or Keras 3 export()); save the model with Keras' model.save() instead{risky}")
         return {"format": "savedmodel", "semantics": "tf_keras", "config": None}
     try:
         with open(p, "rb") as f:
@@ -322,6 +327,9 @@ def exit_code(report: dict) -> int:
 def headline(report: dict) -> list[str]:
     lines = [f"model {report['model']} ({report['format']}, semantics {report['semantics']}, Keras "
              f"{report['keras_version']}); {len(report.get('bn_layers', []))} BN layers"]
+    if report.get("trust_model"):
+        lines.append("trust_model=true: loaded with Keras' safe_mode off (unsafe deserialization), so code stored in "
+                     "the model file was allowed to run")
     d = report.get("data")
     if d:
         split = f" ({d['split']} split)" if d.get("split") else ""
@@ -399,6 +407,9 @@ def prepare(argv: list[str]) -> tuple[dict, Path, float]:
     """Every check that needs no TensorFlow; the child's request, the output folder and the timeout."""
     args = parse(argv)
     model = inspect_model(args["model"])
+    refusal = None if args["trust_model"] else model_safety.refusal(args["model"], model, args["custom_objects"])
+    if refusal:
+        raise UserError(refusal)
     shape, classes = declared_io(model["config"])
     data = inspect_data(args, shape, classes)
     out = Path(args["out"])
@@ -416,7 +427,7 @@ def prepare(argv: list[str]) -> tuple[dict, Path, float]:
     request = {"model": args["model"], "format": model["format"], "semantics": model["semantics"],
                "custom_objects": args["custom_objects"], "data": data, "batch_size": args["doctor.batch_size"],
                "train_batch_size": args["train_batch_size"], "domain": args["domain"], "fix": args["fix"], "fix_path": str(target),
-               "out": str(out), "device": args["device"]}
+               "out": str(out), "device": args["device"], "trust_model": args["trust_model"]}
     return request, out, float(args["doctor.timeout_s"])
 
 

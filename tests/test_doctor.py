@@ -2,7 +2,8 @@
 exactly its pitfall's claim, the healthy one nothing; fix=true raises the stale model's accuracy without
 touching the input; every bad input is one line, exit 2. Keras 3 models are checked in this process
 (diagnose() with the request the parent prepares); the tf-keras .h5 model and the missing-custom-class
-case go through the real CLI (parent + child process)."""
+case go through the real CLI (parent + child process; the missing class stops in the parent). Model files
+that carry code: tests/test_doctor_untrusted.py."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """The child process of `bnexp doctor`: `python -m bnexp.toolkit.diagnose REQUEST.json RESULT.json`.
 
-The parent (bnexp.doctor) has checked the input and set this process' environment for the model's
-semantics. Here the model is loaded with Keras' safe_mode on (custom classes only from the module the
-user names), a sample of the data is split into a calibration half (population statistics, as precise
-BN recomputes them) and a held-out half (accuracies), the checks run, and the report is returned as a
-dict (written as doctor.json). No probe changes the model: every forward pass that could update BN's
+The parent (bnexp.doctor) has checked the input, refused model files that would run code (unless the user
+set trust_model=true) and set this process' environment for the model's semantics. Here the model is loaded
+with Keras' safe_mode on unless trust_model=true (custom classes only from the module the user names), a
+sample of the data is split into a calibration half (population statistics, as precise BN recomputes them)
+and a held-out half (accuracies), the checks run, and the report is returned as a dict (written as
+doctor.json). No probe changes the model: every forward pass that could update BN's
 moving statistics restores them afterwards.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from bnexp.doctor import shape_fits
 from bnexp.errors import UserError
+from bnexp.model_safety import TRUST_HINT
 from bnexp.toolkit import precise_bn, probes
 from bnexp.toolkit.framework import activate
 from bnexp.toolkit.models import batch_norm_layers, is_batch_norm
@@ -54,11 +56,12 @@ def custom_objects(module_name: str | None) -> dict:
     return {name: obj for name, obj in vars(module).items() if inspect.isclass(obj) or inspect.isfunction(obj)}
 
 
-def load_model(fw, path: str, module_name: str | None):
-    """The model, compile=False, safe_mode on; a missing custom class is named with how to pass it."""
+def load_model(fw, path: str, module_name: str | None, trust: bool = False):
+    """The model, compile=False, safe_mode on unless the user trusts the file; a missing custom class is named
+    with how to pass it."""
     try:
         return fw.keras.models.load_model(path, custom_objects=custom_objects(module_name), compile=False,
-                                          safe_mode=True)
+                                          safe_mode=not trust)
     except UserError:
         raise
     except Exception as e:
@@ -71,10 +74,9 @@ def load_model(fw, path: str, module_name: str | None):
                     "pass the Python module that defines it: custom_objects=your.module (importable from the "
                     "current directory or PYTHONPATH)")
             raise UserError(f"model={path} uses the class {name!r}, which Keras cannot find: {hint}") from None
-        if "safe_mode" in text or "Lambda" in text:
+        if not trust and ("safe_mode" in text or "Lambda" in text):  # Keras' own refusal, if model_safety missed it
             raise UserError(f"model={path} holds Python code (a Lambda layer) that Keras' safe_mode will not run; "
-                            "bnexp doctor never runs code from a model file: replace the Lambda by a registered "
-                            "layer class and pass its module with custom_objects=your.module") from None
+                            f"bnexp doctor runs no code from a model file unless told to: {TRUST_HINT}") from None
         first = text.strip().splitlines()[0] if text.strip() else ""
         raise UserError(f"model={path} cannot be loaded as a Keras model: {type(e).__name__}: {first[:300]}") from None
 
@@ -290,10 +292,11 @@ def _node_training_values(nodes):
 def diagnose(request: dict, fw=None) -> dict:
     """Run every check; the report (doctor.json's content). Raises UserError on bad input."""
     fw = fw or activate(request["semantics"])
-    model = load_model(fw, request["model"], request.get("custom_objects"))
+    trust = bool(request.get("trust_model"))
+    model = load_model(fw, request["model"], request.get("custom_objects"), trust)
     report = {"model": request["model"], "format": request["format"], "semantics": request["semantics"],
               "keras_version": fw.keras.__version__, "tensorflow_version": fw.tf.__version__,
-              "findings": [], "healthy": []}
+              "trust_model": trust, "findings": [], "healthy": []}
     bns = batch_norm_layers(model)
     report["bn_layers"] = [layer.name for layer in bns]
     if not bns:
@@ -526,7 +529,7 @@ def _recalibrated_copy(fw, model, stats, request, xe, ye, accuracy) -> dict:
     model.save(str(target))
     out = {"path": str(target), "calibration_batches": stats.forward_passes}
     if xe is not None:
-        copy = load_model(fw, str(target), request.get("custom_objects"))
+        copy = load_model(fw, str(target), request.get("custom_objects"), bool(request.get("trust_model")))
         out["accuracy_before"] = accuracy["moving"]
         with precise_bn.statistics_kept(copy):
             out["accuracy_after"] = probes.accuracy(copy, xe, ye, False, int(request["batch_size"]))
