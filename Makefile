@@ -12,6 +12,7 @@ STAMP   := $(VENV)/.installed
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n", $$1, $$2}'
+	@echo "  reference sweep: seeds $$(sed -n 's/^seeds: *\(\[[^]]*\]\).*/\1/p' configs/sweep/reference.yaml), $$(grep -cE '^  [a-z_@]+:' configs/sweep/reference.yaml) grids (configs/sweep/reference.yaml)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -30,7 +31,7 @@ data:  ## install Debian's dataset-fashion-mnist where apt exists and the files 
 run: setup  ## one run -> results/local/: make run ARGS="scenario=frozen_base seed=1"
 	$(BIN)/bnexp run $(ARGS)
 
-sweep: setup  ## every scenario's reference grid, 3 seeds, then the report -> results/ (the committed report)
+sweep: setup  ## the runs of every scenario's reference grid that are not current, then the report -> results/ (SWEEP=frameworks: Keras 3 backends and releases)
 	@echo "make sweep: sweep=$(SWEEP) writes to $$( [ "$(SWEEP)" = reference ] && echo 'results/ (the committed report, tables, figures)' || echo 'results/local/ (git-ignored)')"
 	$(BIN)/bnexp sweep sweep=$(SWEEP) $(ARGS)
 

@@ -101,7 +101,7 @@ def task(cfg) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from bnexp import config_check, runner
+    from bnexp import config_check, fingerprint, runner
     from bnexp.store import Store, os_error_line, run_id
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -116,10 +116,8 @@ def task(cfg) -> dict | None:
     force = bool(resolved.get("force"))
     try:
         with store.lock(scenario, rid):  # a concurrent sweep on this folder waits here, then skips
-            done = store.get(scenario, rid)
-            if done is not None and done.get("status") == "ok" and not force:
-                print(f"bnexp: {scenario} {rid} already done (force=true to redo): "
-                      f"{store.path(scenario, rid) / 'metrics.json'}")
+            if fingerprint.is_current(store.get(scenario, rid)) and not force:
+                print(f"bnexp: {scenario} {rid} already done (force=true to redo): {store.where(scenario, rid)}")
                 return {"run_id": rid, "status": "ok"}
             stop = threading.Event()
             follower = threading.Thread(target=_follow, daemon=True,

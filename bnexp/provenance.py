@@ -1,9 +1,10 @@
 """Where a record's numbers came from: the commit of the checkout that ran it, whether its tree was clean, and
 the processor and kernel settings that rounded its floats.
 
-The report uses this to say, at its top, when its records come from more than one commit, from a dirty
-tree, or from code (experiments, toolkit, configs) that differs from the current head, and, in its
-environment section, which processors ran them. No TensorFlow here.
+The report uses this to say, at its top, which scenarios' records are stale (computed by other code than the
+checkout's, by their fingerprints: bnexp.fingerprint) or come from a dirty tree, per scenario which commits
+and fingerprints its records come from, and, in its environment section, which processors ran them. No
+TensorFlow here.
 
 Float32 kernels (oneDNN, Eigen) pick their instructions by processor, so the same code and seed give
 bit-identical numbers on one machine and library set, and numbers that differ in the last digits on a
@@ -20,8 +21,7 @@ from pathlib import Path
 
 from bnexp import PACKAGE_DIR
 
-# The files that decide a run's numbers (and, for configs/scenario, the rules that judge them).
-CODE_PATHS = ("experiments", "bnexp/toolkit", "configs")
+OUTPUTS = "results"  # what runs, sweeps and reports write: not code
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
@@ -30,12 +30,14 @@ def _git(*args: str) -> subprocess.CompletedProcess:
 
 @lru_cache(maxsize=1)
 def checkout() -> tuple[str, bool]:
-    """(short commit of the bnexp checkout or 'unknown', whether its tracked files are unchanged)."""
+    """(short commit of the bnexp checkout or 'unknown', whether its tracked files outside results/ are
+    unchanged). results/ holds what runs and reports write (a sweep's manifest, the committed reference): a
+    sweep writing there does not make its own records dirty, and an interrupted one resumes."""
     try:
         head = _git("rev-parse", "--short=12", "HEAD")
         if head.returncode != 0:
             return "unknown", False
-        dirty = _git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){OUTPUTS}").stdout.strip()
         return head.stdout.strip(), not dirty
     except (OSError, subprocess.TimeoutExpired):
         return "unknown", False
@@ -47,35 +49,34 @@ def git_commit() -> str:
     return commit if clean or commit == "unknown" else f"{commit}+dirty"
 
 
-def code_differs(commit: str) -> bool | None:
-    """Whether the experiments, toolkit or configs at `commit` differ from the current head's; None when git
-    cannot tell (no repository, or a commit it does not know)."""
-    base = commit.split("+", 1)[0]
-    if base == "unknown":
-        return None
-    try:
-        out = _git("diff", "--quiet", base, "HEAD", "--", *CODE_PATHS)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return {0: False, 1: True}.get(out.returncode)
+def by_scenario(records: list[dict]) -> list[dict]:
+    """Per scenario: its number of records, the commits and fingerprints they come from, and whether every one
+    is current (its fingerprint is the scenario's current one: bnexp.fingerprint)."""
+    from bnexp import fingerprint
 
-
-def warnings(commits: list[str]) -> list[str]:
-    """The provenance problems of a set of records' `git_commit` values, one sentence each (none: clean)."""
-    unique = sorted(set(commits))
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        groups.setdefault(rec["scenario"], []).append(rec)
     out = []
-    if len(unique) > 1:
-        out.append(f"the records come from {len(unique)} commits ({', '.join(unique)})")
-    dirty = [c for c in unique if c.endswith("+dirty")]
+    for scenario, recs in sorted(groups.items()):
+        prints = sorted({str(r.get("fingerprint") or "none") for r in recs})
+        out.append({"scenario": scenario, "runs": len(recs),
+                    "commits": sorted({str(r.get("git_commit") or "unknown") for r in recs}),
+                    "fingerprints": prints, "current": prints == [fingerprint.of(scenario)]})
+    return out
+
+
+def warnings(records: list[dict]) -> list[str]:
+    """The provenance problems of a report's records, one sentence each (none: every scenario current, no
+    record from uncommitted changes)."""
+    out = []
+    stale = [s["scenario"] for s in by_scenario(records) if not s["current"]]
+    if stale:
+        out.append(f"stale scenarios: {', '.join(stale)} (their records were computed by other code than this "
+                   f"checkout's: `make sweep` redoes exactly those runs)")
+    dirty = sorted({str(r.get("git_commit")) for r in records if str(r.get("git_commit")).endswith("+dirty")})
     if dirty:
         out.append(f"records from a tree with uncommitted changes ({', '.join(dirty)})")
-    changed = [c for c in unique if code_differs(c)]
-    if changed:
-        out.append(f"experiments, toolkit or configs changed since {', '.join(changed)}: re-run the affected "
-                   "scenarios")
-    unknown = [c for c in unique if code_differs(c) is None]
-    if unknown:
-        out.append(f"cannot compare commit(s) {', '.join(unknown)} with the current code")
     return out
 
 

@@ -20,12 +20,13 @@ from omegaconf import OmegaConf
 from bnexp import CONFIG_DIR, manifest, provenance
 from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
+from bnexp import store
 from bnexp.store import Store
 from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, evaluate, labels, mean_ci, sort_key,
                             tally)
 
 ALL = "all"  # sweep=all: every record in the folder (no planned set)
-RECORDS_FILE = "records.jsonl.gz"  # the report's records, one JSON object per line: it rebuilds without training
+RECORDS_FILE = store.RECORDS_FILE  # the report's records (bnexp.store): it rebuilds without training
 SHOWN_IGNORED = 5
 
 
@@ -124,9 +125,7 @@ def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFra
     sweep=None: `reference` if it has planned run ids, else the newest manifest that has them, else every record
     (said at the top of the report). sweep=all: every record in the folder.
     """
-    everything = Store(root).table()
-    if everything.empty and (root / RECORDS_FILE).exists():  # a fresh clone: the committed records, no runs/
-        everything = read_records(root / RECORDS_FILE)
+    everything = Store(root).table()  # runs/ and the committed records.jsonl.gz (a fresh clone has only that)
     name = sweep or manifest.default_sweep(root) or ALL
     if name == ALL:
         return name, None, everything, everything.iloc[0:0], []
@@ -149,24 +148,7 @@ def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFra
 
 def write_records(df: pd.DataFrame, path: Path) -> None:
     """The records a report used, sorted, as gzipped JSON lines (byte-identical for the same records)."""
-    import gzip
-    import json
-
-    from bnexp.atomic import atomic_open
-
-    rows = sorted(({k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")),
-                  key=lambda r: (r["scenario"], r["run_id"]))
-    text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
-    with atomic_open(path, "wb") as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz:
-        gz.write(text.encode())
-
-
-def read_records(path: Path) -> pd.DataFrame:
-    import gzip
-    import json
-
-    with gzip.open(path, "rt") as f:
-        return pd.DataFrame([json.loads(line) for line in f if line.strip()])
+    store.write_records(_plain_records(df), path)
 
 
 def _missing(value) -> bool:
@@ -225,6 +207,7 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     for scen, (scfg, df, summ, cols, figs) in sections.items():
         text.append(_section(scen, scfg, df, summ, cols, figs, results[scen], claims, specs, root))
     text.append(keras3_outcomes(df_all, configs))
+    text.append(_provenance(df_all))
     text.append(_environment(root, name, df_all))
     out = root / "report.md"
     out.write_text("\n".join(text))
@@ -271,9 +254,10 @@ def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) ->
     if reasons:
         lines += [f"> **Smoke run: these verdicts mean nothing.** {'; '.join(reasons)}. Verdicts need the "
                   "reference sweep (`make sweep`, then `python -m bnexp report sweep=reference`).", ""]
-    problems = provenance.warnings([str(c) for c in df["git_commit"].dropna()]) if "git_commit" in df else []
+    problems = provenance.warnings(_plain_records(df))
     if problems:
-        lines += [f"> **Provenance: {'; '.join(problems)}.** The numbers below are not all from the current code.", ""]
+        lines += [f"> **Provenance: {'; '.join(problems)}.** The numbers below are not all from the current code "
+                  "(see [Provenance](#provenance)).", ""]
     if name == ALL:
         lines.append(f"Built from every record in `{root.name}/runs/` ({len(df)}), not from a sweep's planned set "
                      "(no sweep manifest with planned run ids was found, or sweep=all was asked for).")
@@ -414,7 +398,10 @@ def keras3_outcomes(df: pd.DataFrame, configs: dict[str, dict]) -> str:
     k3 = k3.assign(_setup=column("keras_backend", "tensorflow") + " / Keras " + column("keras", "?"))
     setups = sorted(k3["_setup"].unique())
     if len(setups) < 2:
-        return ""
+        return ("## Keras 3 claims by backend and Keras release\n\nThese records hold one Keras 3 setup only "
+                f"({', '.join(setups) or 'none'}). The grids on JAX, PyTorch and older Keras releases are a sweep "
+                "of their own, `make sweep SWEEP=frameworks` (configs/sweep/frameworks.yaml); its report, in "
+                "results/local/, has this table.\n")
     lines = ["## Keras 3 claims by backend and Keras release", "",
              "Each rule judged on the Keras 3 runs of one backend and Keras release only (the release that ran, "
              "from the records); cells: the verdict and the deciding mean [95% CI]; '-' where no run matches.", ""]
@@ -439,6 +426,25 @@ def keras3_outcomes(df: pd.DataFrame, configs: dict[str, dict]) -> str:
 def _applies_to_keras3(rule: dict) -> bool:
     wanted = (rule.get("where") or {}).get("semantics")
     return wanted is None or wanted == "keras3" or (isinstance(wanted, list) and "keras3" in wanted)
+
+
+def _plain_records(df: pd.DataFrame) -> list[dict]:
+    """The table's rows as records again, without the cells pandas filled in for keys a record lacks."""
+    return [{k: v for k, v in rec.items() if not _missing(v)} for rec in df.to_dict("records")] if not df.empty else []
+
+
+def _provenance(df: pd.DataFrame) -> str:
+    lines = ["## Provenance", "",
+             "Each run's record carries the fingerprint of the code that computed it (its experiment module, the "
+             "project modules that module and the run's child process import, and the pinned framework versions: "
+             "`bnexp/fingerprint.py`). A scenario is current when every record's fingerprint is the one this "
+             "checkout computes; `make sweep` redoes the runs of the others and nothing else. Rules, claim texts "
+             "and figures are not part of it: `bnexp report` rebuilds them.", "",
+             "| scenario | runs | commit(s) | fingerprint(s) | current |", "|---|---|---|---|---|"]
+    for s in provenance.by_scenario(_plain_records(df)):
+        lines.append(f"| {s['scenario']} | {s['runs']} | {', '.join(s['commits'])} | {', '.join(s['fingerprints'])} | "
+                     f"{'yes' if s['current'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
 
 
 def _environment(root: Path, name: str, df: pd.DataFrame) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from bnexp import workers
+from bnexp import fingerprint, workers
 from bnexp.provenance import checkout, git_commit, onednn_setting, processor
 from bnexp.store import Store, flatten, identity, run_id
 
@@ -21,11 +21,12 @@ LOG_TAIL = 1500  # characters of the child's output kept in a failed record's er
 
 
 def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
-    """Run one resolved config (plain dict) unless an `ok` record exists; return (record, its folder)."""
+    """Run one resolved config (plain dict) unless a current `ok` record exists (bnexp.fingerprint); return
+    (record, its folder under runs/: absent for a record held only in the committed records.jsonl.gz)."""
     scenario = cfg["scenario"]["name"]
     rid = run_id(cfg)
     done = store.get(scenario, rid)
-    if done is not None and done.get("status") == "ok" and not force:
+    if fingerprint.is_current(done) and not force:
         return done, store.path(scenario, rid)
     tmp = store.begin(scenario, rid)
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -62,6 +63,7 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
         "tensorflow": result.get("versions", {}).get("tensorflow"),
         "keras": result.get("versions", {}).get("keras"),
         "keras_backend": result.get("versions", {}).get("keras_backend"),
+        "fingerprint": fingerprint.of(scenario),
         "git_commit": git_commit(),
         "git_clean": checkout()[1],
         "started_at": started,

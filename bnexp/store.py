@@ -4,10 +4,13 @@
                                            config.yaml    the resolved config
                                            history.csv    training log, if any
                                            log.txt        the child process' output
+    <results_dir>/records.jsonl.gz                        the records a report used (committed for results/)
 
 A run is built in a sibling temp folder and renamed into place, so a reader sees a whole record or
 none, and a killed run leaves only a temp folder that the next start removes. The run id is a hash of
-the resolved config minus what cannot change the numbers (paths, launcher, timeouts).
+the resolved config minus what cannot change the numbers (paths, launcher, timeouts); the record's
+`fingerprint` (bnexp.fingerprint) says which code computed it. A record in records.jsonl.gz counts like one
+in runs/ (runs/ wins for the same run), so a fresh clone of the committed reference has every run it holds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "log", "train.tim
                 "scenario.claims", "scenario.description", "scenario.claim_text", "scenario.verdicts",
                 "scenario.report", "scenario.figures", "scenario.allowed")
 RECORD = "metrics.json"
+RECORDS_FILE = "records.jsonl.gz"  # the report's records, one JSON object per line: it rebuilds without training
 STATUSES = ("ok", "failed", "diverged")
 
 
@@ -112,6 +116,7 @@ class Store:
         self.root = Path(results_dir)
         self.runs = self.root / "runs"
         self._reported: set[Path] = set()  # bad records already reported by this process
+        self._committed: dict | None = None
 
     def lock(self, scenario: str, rid: str) -> FileLock:
         """Held while a run is checked, run and committed: a second sweep on this folder waits, then skips."""
@@ -148,11 +153,32 @@ class Store:
         return self.runs / scenario / rid
 
     def get(self, scenario: str, rid: str) -> dict | None:
-        """The stored record, or None if there is none or it is unreadable (then it is reported)."""
+        """The stored record (runs/, else records.jsonl.gz), or None if there is none or it is unreadable (then
+        it is reported)."""
         f = self.path(scenario, rid) / RECORD
         if not f.exists():
-            return None
+            return self.committed().get((scenario, rid))
         return self._read(f, "the run will be redone")
+
+    def where(self, scenario: str, rid: str) -> Path:
+        """The file that holds a run's record: its metrics.json, or the records file it was committed in."""
+        f = self.path(scenario, rid) / RECORD
+        return f if f.exists() or (scenario, rid) not in self.committed() else self.root / RECORDS_FILE
+
+    def committed(self) -> dict[tuple[str, str], dict]:
+        """{(scenario, run id): record} of the folder's records.jsonl.gz (empty without one), read once."""
+        if self._committed is None:
+            self._committed = {}
+            path = self.root / RECORDS_FILE
+            try:
+                rows = read_records(path) if path.exists() else []
+            except (OSError, ValueError, EOFError) as e:
+                print(f"bnexp: unreadable {path} ({e}); its runs will be redone", file=sys.stderr)
+                rows = []
+            for rec in rows:
+                if record_problem(rec) is None:
+                    self._committed[(rec["scenario"], rec["run_id"])] = rec
+        return self._committed
 
     def begin(self, scenario: str, rid: str) -> Path:
         """A fresh temp folder where a run writes its files before `commit`."""
@@ -192,13 +218,35 @@ class Store:
                     shutil.rmtree(p, ignore_errors=True)
 
     def records(self, scenario: str | None = None) -> list[dict]:
-        """Every valid record (bad ones are reported and left out)."""
+        """Every valid record, of runs/ and of records.jsonl.gz (bad ones are reported and left out)."""
         pattern = f"{scenario}/*/{RECORD}" if scenario else f"*/*/{RECORD}"
         found = (self._read(f, "left out; rerun its scenario to redo it") for f in sorted(self.runs.glob(pattern)))
-        return [rec for rec in found if rec is not None]
+        mine = {(rec["scenario"], rec["run_id"]): rec for rec in found if rec is not None}
+        older = {key: rec for key, rec in self.committed().items()
+                 if key not in mine and scenario in (None, key[0])}
+        return [rec for _, rec in sorted({**older, **mine}.items())]
 
     def table(self, scenario: str | None = None):
         """All records as a pandas DataFrame, one row per run."""
         import pandas as pd
 
         return pd.DataFrame(self.records(scenario))
+
+
+def write_records(records: list[dict], path: Path) -> None:
+    """Records as gzipped JSON lines sorted by run, byte-identical for the same records; complete or absent."""
+    import gzip
+
+    from bnexp.atomic import atomic_open
+
+    rows = sorted(records, key=lambda r: (r["scenario"], r["run_id"]))
+    text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+    with atomic_open(path, "wb") as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz:
+        gz.write(text.encode())
+
+
+def read_records(path: Path) -> list[dict]:
+    import gzip
+
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]

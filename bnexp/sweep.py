@@ -6,9 +6,11 @@ hydra_plugins/bnexp/grids_sweeper.py) with the configured launcher (parallel loc
 so each launcher process keeps its warm workers (bnexp.workers) across scenarios; runs that need the
 same kind of worker are launched together. Before anything runs, every grid point is composed and
 validated, so a bad grid fails at once, and its run id is known: the progress display counts records in
-the store, and at the end every expected run must have a record. Finished runs are skipped, so an
-interrupted sweep started again only does what is left; a per-run lock (bnexp.store) lets two sweeps
-share one results folder without running a run twice.
+the store, and at the end every expected run must have a current record. Runs with a current record (ok, and
+computed by the code of this checkout: bnexp.fingerprint) are skipped, in runs/ or in the folder's committed
+records.jsonl.gz, so an interrupted sweep started again, on this machine or on a fresh clone of what it
+committed, does only what is left, and a code change re-runs only the scenarios whose code it touched; a
+per-run lock (bnexp.store) lets two sweeps share one results folder without running a run twice.
 
 Where it writes: the sweep's `results_dir` if its YAML sets one (only the reference sweep: the committed
 results/), else paths.results_dir (default results/local/, git-ignored); paths.results_dir=... wins.
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bnexp import CONFIG_DIR, atomic, config_check, manifest, provenance
+from bnexp import CONFIG_DIR, atomic, config_check, fingerprint, manifest, provenance
 from bnexp.errors import UserError
 from bnexp.workers import die_with_parent, worker_key
 from bnexp.store import Store, os_error_line, run_id
@@ -134,11 +136,17 @@ def _launch(jobs_file: Path, points: list[Point], results_dir: str, extra: list[
                             preexec_fn=die_with_parent)
 
 
+def state(rec: dict | None) -> str:
+    """ok, failed or diverged for a record of the current code; missing for none or a stale one."""
+    if rec is None or rec.get("fingerprint") != fingerprint.of(rec["scenario"]):
+        return "missing"
+    return rec.get("status", "failed")
+
+
 def _status(store: Store, points: list[Point]) -> dict[str, int]:
     counts = {"ok": 0, "failed": 0, "diverged": 0, "missing": 0}
     for p in points:
-        rec = store.get(p.scenario, p.run_id)
-        counts[rec.get("status", "failed") if rec else "missing"] += 1
+        counts[state(store.get(p.scenario, p.run_id))] += 1
     return counts
 
 
@@ -154,11 +162,12 @@ def main(argv: list[str]) -> int:
     store.check_writable()
     manifest.write_plan(results_dir, sweep["name"], {s: [p.run_id for p in points if p.scenario == s]
                                                      for s in dict.fromkeys(map(scenario_of, multirun))})
-    pending = [p for p in points if (store.get(p.scenario, p.run_id) or {}).get("status") != "ok"]
+    pending = [p for p in points if state(store.get(p.scenario, p.run_id)) != "ok"]
     done_before = len(points) - len(pending)
     log_path = store.root / ".hydra" / "sweep-logs" / f"{sweep['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    print(f"bnexp sweep {sweep['name']}: {len(points)} runs in {len(multirun)} scenarios, "
-          f"{done_before} already done; results in {store.root} (log: {log_path})")
+    todo = ", ".join(dict.fromkeys(p.scenario for p in pending)) or "none"
+    print(f"bnexp sweep {sweep['name']}: {done_before} of {len(points)} runs current; running {len(pending)} in "
+          f"scenarios {todo}; results in {store.root} (log: {log_path})", flush=True)
     start = time.time()
     bar = tqdm(total=len(points), initial=done_before, unit="run", dynamic_ncols=True)
     proc = None
@@ -249,8 +258,8 @@ def _summary(store: Store, points: list[Point], seconds: float, sweep_name: str)
     bad, diverged = [], 0
     for p in points:
         rec = store.get(p.scenario, p.run_id)
-        if rec is None:
-            bad.append(f"  {p.scenario} {p.run_id}: no record (the run did not finish)")
+        if state(rec) == "missing":
+            bad.append(f"  {p.scenario} {p.run_id}: no current record (the run did not finish)")
         elif rec.get("status") == "diverged":  # a measured outcome (e.g. a too-high learning rate), not a fault
             diverged += 1
         elif rec.get("status") != "ok":

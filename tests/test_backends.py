@@ -127,7 +127,9 @@ def test_report_tables_outcomes_per_backend_and_release():
     assert "| rule | jax / Keras 3.15.1 | tensorflow / Keras 3.12.1 | tensorflow / Keras 3.15.1 |" in text
     c15 = next(line for line in text.splitlines() if line.startswith("| C15:"))
     assert c15.count("not reproduced 1.000") == 1 and c15.count("reproduced 0.000") == 2
-    assert report.keras3_outcomes(pd.DataFrame(rows[:1]), scenario_configs()) == ""  # one setup: nothing to compare
+    one = report.keras3_outcomes(pd.DataFrame(rows[:1]), scenario_configs())  # one setup: says where the others are
+    assert "| rule |" not in one and "one Keras 3 setup only (tensorflow / Keras 3.15.1)" in one
+    assert "make sweep SWEEP=frameworks" in one
 
 
 # ---------------------------------------------------------------- child side without TensorFlow
@@ -221,18 +223,19 @@ def test_an_older_release_end_to_end(run_cli):
     assert rec["keras"] == "3.12.1" and rec["keras_version"] == "3.12.1"
 
 
-def test_reference_sweep_has_backend_and_release_grids_of_the_same_scenario(monkeypatch):
+def test_frameworks_sweep_has_backend_and_release_grids_of_the_same_scenario_and_the_reference_none(monkeypatch):
     from bnexp import sweep
 
     monkeypatch.setattr(backends, "release_dir", lambda cfg: None)  # no installs here: the grids' shape only
-    _, multirun, points, _ = sweep.plan("reference", ["training_flag"], [])
-    assert list(multirun) == ["training_flag", "training_flag@backends", "training_flag@releases"]
+    _, multirun, points, _ = sweep.plan("frameworks", ["training_flag"], [])
+    assert list(multirun) == ["training_flag@backends", "training_flag@releases"]
     assert multirun["training_flag@backends"][0] == "scenario=training_flag"
     assert {p.scenario for p in points} == {"training_flag"}
     per_grid = {g: sum(p.grid == g for p in points) for g in multirun}
-    seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "reference.yaml").read_text())["seeds"])
-    assert per_grid == {"training_flag": 12 * seeds, "training_flag@backends": 12 * seeds,
-                        "training_flag@releases": 12 * seeds}
+    seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "frameworks.yaml").read_text())["seeds"])
+    assert per_grid == {"training_flag@backends": 12 * seeds, "training_flag@releases": 12 * seeds}
+    _, reference, _, _ = sweep.plan("reference", None, [])
+    assert not [g for g in reference if "@" in g]  # the reference grid: the default setup, which verdicts read
 
 
 def test_verdicts_use_the_default_setup_only():

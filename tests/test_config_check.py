@@ -91,7 +91,7 @@ BAD_INPUT = [
     (["run"], {"BNEXP_JOBS": "abc"}, "BNEXP_JOBS='abc' must be a whole number >= 1"),
     (["sweep"], {"BNEXP_JOBS": "0"}, "BNEXP_JOBS='0' must be a whole number >= 1"),
     (["sweep", "sweep=reference", "scenarios="], {}, "scenarios= is empty; give one or more of momentum"),
-    (["sweep", "sweep=huge"], {}, "unknown sweep 'huge'; valid: quick, reference"),
+    (["sweep", "sweep=huge"], {}, "unknown sweep 'huge'; valid: frameworks, quick, reference"),
     (["sweep", "scenarios=nosuch"], {}, "sweep quick has no grid for nosuch"),
     (["report", "paths.results_dir=RESULTS/nosuch"], {}, "RESULTS/nosuch holds no runs/ folder: nothing to report"),
     (["report", "paths.results_dir="], {}, "paths.results_dir is empty"),

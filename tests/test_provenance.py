@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bnexp import provenance, report, sweep
+from bnexp import fingerprint, provenance, report, sweep
 from bnexp.errors import UserError
 from test_report import _fixture_store
 
@@ -54,31 +54,33 @@ def test_the_committed_reference_report_matches_its_committed_records(tmp_path):
     _linked_figures_exist(rebuilt, results)
 
 
-def test_provenance_warnings_name_mixed_dirty_and_unknown_commits(monkeypatch):
-    monkeypatch.setattr(provenance, "code_differs", lambda c: None if c.startswith("zz") else c.startswith("old"))
-    assert provenance.warnings(["head1", "head1"]) == []
-    said = "; ".join(provenance.warnings(["head1", "head1+dirty", "old2", "zz9"]))
-    assert "4 commits" in said and "uncommitted changes (head1+dirty)" in said
-    assert "changed since old2" in said and "cannot compare commit(s) zz9" in said
+def test_provenance_warnings_name_stale_scenarios_and_dirty_trees_not_mixed_commits(monkeypatch):
+    monkeypatch.setattr(fingerprint, "of", lambda scenario: f"fp-{scenario}")
+    current = [{"scenario": "a", "git_commit": "c1", "fingerprint": "fp-a"},
+               {"scenario": "b", "git_commit": "c2", "fingerprint": "fp-b"}]
+    assert provenance.warnings(current) == []  # scenarios from different commits, each current: fine
+    said = "; ".join(provenance.warnings([*current, {"scenario": "b", "git_commit": "c0+dirty", "fingerprint": "old"},
+                                          {"scenario": "c", "git_commit": "c0"}]))
+    assert "stale scenarios: b, c" in said and "uncommitted changes (c0+dirty)" in said
+    by = {s["scenario"]: s for s in provenance.by_scenario(current + [{"scenario": "b", "fingerprint": "old"}])}
+    assert by["a"]["current"] and not by["b"]["current"] and by["b"]["fingerprints"] == ["fp-b", "old"]
 
 
-def test_code_differs_uses_git_for_the_current_head():
-    commit, _ = provenance.checkout()
-    if commit == "unknown":
-        pytest.skip("not a git checkout")
-    assert provenance.code_differs(commit) is False
-    assert provenance.code_differs("0000000000ff") is None  # a commit git does not know
-
-
-def test_a_report_with_mixed_commits_says_so_at_its_top(tmp_path, monkeypatch):
+def test_a_report_says_stale_and_dirty_at_its_top_and_per_scenario_where_records_come_from(tmp_path, monkeypatch):
     store = _fixture_store(tmp_path)
-    for i, rec in enumerate(store.records()):
+    scenarios = sorted({rec["scenario"] for rec in store.records()})
+    monkeypatch.setattr(fingerprint, "of", lambda scenario: f"fp-{scenario}")
+    for i, rec in enumerate(store.records()):  # the first scenario stale, half of the records dirty
         rec["git_commit"] = "aaa" if i % 2 else "bbb+dirty"
+        rec["fingerprint"] = "old" if rec["scenario"] == scenarios[0] else f"fp-{rec['scenario']}"
         store.commit(store.begin(rec["scenario"], rec["run_id"]), rec["scenario"], rec["run_id"], rec)
-    monkeypatch.setattr(provenance, "code_differs", lambda c: False)
-    top = report.build(tmp_path, sweep="reference").read_text().split("## Verdicts")[0]
-    assert "**Provenance: the records come from 2 commits (aaa, bbb+dirty)" in top
+    text = report.build(tmp_path, sweep="reference").read_text()
+    top = text.split("## Verdicts")[0]
+    assert f"**Provenance: stale scenarios: {scenarios[0]} (" in top
     assert "uncommitted changes (bbb+dirty)" in top
+    table = text.split("## Provenance")[1]
+    assert f"| {scenarios[0]} |" in table and "| old | **no** |" in table
+    assert all(f"fp-{s} | yes |" in table for s in scenarios[1:])
 
 
 def test_the_reference_sweep_refuses_a_dirty_tree_unless_allowed(monkeypatch):

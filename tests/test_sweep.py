@@ -47,7 +47,7 @@ def test_sweep_killed_midway_resumes_without_loss_or_duplicates(tmp_path, cache_
     done_before = {r["run_id"]: r["started_at"] for r in records(results, "momentum")}
     assert 1 <= len(done_before) < 4
     out = bnexp(SWEEP, results, cache_dir).stdout
-    assert f"{len(done_before)} already done" in out
+    assert f"{len(done_before)} of 4 runs current; running {4 - len(done_before)} in scenarios momentum" in out
     _assert_complete(results)
     after = {r["run_id"]: r["started_at"] for r in records(results, "momentum")}
     assert all(after[k] == v for k, v in done_before.items())  # finished runs were not redone
@@ -128,7 +128,7 @@ def test_ctrl_c_exits_130_and_the_sweep_resumes(tmp_path, cache_dir):
     last = err.strip().splitlines()[-1]
     assert last.startswith("bnexp: interrupted; ") and last.endswith("; resume with the same command")
     out = bnexp([*SWEEP, "train.batches=4", "hydra/launcher=basic"], results, cache_dir).stdout
-    assert "already done" in out
+    assert " of 2 runs current; running " in out
     recs = records(results, "momentum")
     assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
 
