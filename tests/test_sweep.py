@@ -98,7 +98,13 @@ def test_unknown_sweep_or_scenario_is_a_clear_error(tmp_path, cache_dir):
 def _sweep_proc(results, cache_dir, *extra):
     return subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, *extra, f"paths.results_dir={results}"],
                             cwd=ROOT, env=bnexp_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    """Ctrl-C reaches the sweep even when the tests run in a background job (which a shell starts with SIGINT
+    ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_two_sweeps_on_one_folder_run_each_run_once(tmp_path, cache_dir):
