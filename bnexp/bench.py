@@ -14,9 +14,11 @@
 4. Precise BN: one recomputation (probe.precise_batches batches) vs one training epoch.
 5. The whole reference grid's wall time, read from results/sweeps/reference.json (written by the
    reference sweep, `make sweep`).                                   goal <= 30 min (5 seeds, 2 cores)
+6. Where the reference sweep's seconds go, per scenario: its committed records' wall, fit and precise-BN
+   seconds (results/records.jsonl.gz and results/runs/, the reference's planned runs).
 
 Results go to stdout and results/bench.md (with date and machine), or to --out. Run
-`python -m bnexp.bench --only 1,2` for a subset.
+`python -m bnexp.bench --only 1,2` for a subset: the rows of the other measures are kept from the file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +35,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from bnexp import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.train_size=2048", "data.test_size=512", "probe.precise_batches=20"]
@@ -185,6 +190,76 @@ def precise_cost(cache: Path) -> dict:
             "epoch_s_estimated": epoch_s, "ratio": rec["precise_s"] / epoch_s}
 
 
+def reference_seconds() -> list[dict]:
+    """Per scenario of the reference sweep's planned runs (records in results/): runs, run-seconds and the
+    median seconds of a run, of its fit and of its precise-BN recomputations."""
+    from bnexp import manifest
+    from bnexp.store import Store
+
+    plan = manifest.read(ROOT / "results", "reference") or {}
+    planned = manifest.planned_ids(plan)
+    by: dict[str, list[dict]] = {}
+    for rec in Store(ROOT / "results").records():
+        if (rec["scenario"], rec["run_id"]) in planned and rec.get("wall_s") is not None:
+            by.setdefault(rec["scenario"], []).append(rec)
+    rows = []
+    for scenario, recs in sorted(by.items()):
+        median = lambda key: statistics.median(r.get(key) or 0.0 for r in recs)  # noqa: E731
+        rows.append({"scenario": scenario, "runs": len(recs), "run_s": sum(r["wall_s"] for r in recs),
+                     "wall_s": median("wall_s"), "fit_s": median("fit_s"), "precise_s": median("precise_s")})
+    return rows
+
+
+def _seconds_table(rows: list[dict], sweep: dict | None) -> list[str]:
+    total = sum(r["run_s"] for r in rows)
+    lines = ["## Where the reference sweep's seconds go", "",
+             "Per scenario, from the reference's records (`python -m bnexp.bench --only 6`): run-seconds are the sum "
+             "of each run's wall time in its launcher (start-up, data, training, probes, precise BN, record); fit "
+             "and precise BN are the median run's own timers, the rest of its wall time is start-up, probes, "
+             "replays, base pretraining and evaluation.", ""]
+    if sweep and sweep.get("seconds"):
+        lines.append(f"The sweep: {sweep.get('runs')} runs ({sweep.get('already_done')} already done at its start) "
+                     f"in {sweep['seconds'] / 60:.0f} min wall with {sweep.get('jobs')} jobs, finished "
+                     f"{sweep.get('finished')}" + (f" on {sweep['machine']}" if sweep.get("machine") else "") + ".")
+        lines.append("")
+    lines += ["| scenario | runs | run-seconds | share | median run (s) | its fit (s) | its precise BN (s) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -r["run_s"]):
+        lines.append(f"| {r['scenario']} | {r['runs']} | {r['run_s']:.0f} | {r['run_s'] / total:.0%} | "
+                     f"{r['wall_s']:.1f} | {r['fit_s']:.1f} | {r['precise_s']:.1f} |")
+    lines.append(f"| all | {sum(r['runs'] for r in rows)} | {total:.0f} | 100% | | | |")
+    return lines
+
+
+# Each measure's rows in the table, by the start of their first cell: a subset run keeps the others' rows.
+ROWS = {"1": ("| training-step overhead",), "2": ("| per-run fixed cost", "| warm worker peak RSS",
+        "| fresh `python -m bnexp run`", "| child process start", "| after fit:"),
+        "3": ("| quick-grid throughput", "| peak memory per worker"), "4": ("| precise BN,",),
+        "5": ("| whole reference grid",)}
+
+
+def merged(new: str, old: str, rerun: set[str]) -> str:
+    """The new file, with the old file's rows and sections of the measures not rerun."""
+    if not old:
+        return new
+    stale = tuple(p for m, prefixes in ROWS.items() if m in rerun for p in prefixes)
+    fresh = tuple(p for m, prefixes in ROWS.items() if m not in rerun for p in prefixes)
+    kept = [ln for ln in old.splitlines() if ln.startswith(fresh)]
+    lines = new.splitlines()
+    head = lines.index("|---|---|---|") + 1
+    table_end = next((i for i in range(head, len(lines)) if not lines[i].startswith("|")), len(lines))
+    order = [p for prefixes in ROWS.values() for p in prefixes]
+    rows = sorted([ln for ln in lines[head:table_end] if ln.startswith(stale) or not ln.startswith(fresh)] + kept,
+                  key=lambda ln: next((i for i, p in enumerate(order) if ln.startswith(p)), len(order)))
+    tail = lines[table_end:]
+    if "6" not in rerun and "## Where the reference sweep's seconds go" in old:
+        tail = [""] + old[old.index("## Where the reference sweep's seconds go"):].rstrip().splitlines()
+    when = re.search(r"^Measured (.+?) on ", old, re.M)
+    intro = lines[:head - 2] + ([f"Rows of measures not rerun are kept from the previous file (measured {when[1]}).", ""]
+                                if when and set(ROWS) - rerun else [])
+    return "\n".join(intro + lines[head - 2:head] + rows + tail) + "\n"
+
+
 def _markdown(res: dict) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# bnexp benchmarks", "",
@@ -233,12 +308,14 @@ def _markdown(res: dict) -> str:
         p = res["precise"]
         lines.append(f"| precise BN, {p['precise_batches']} batches, vs one training epoch | {p['ratio']:.2f}x "
                      f"({p['precise_s']:.1f} s vs {p['epoch_s_estimated']:.1f} s) | |")
+    if "seconds" in res:
+        lines += [""] + _seconds_table(res["seconds"], (res.get("reference") or {}).get("last"))
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="1,2,3,4,5", help="which measures, e.g. 1,2")
+    ap.add_argument("--only", default="1,2,3,4,5,6", help="which measures, e.g. 1,2")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--fixed-order", action="store_true", help="step overhead: the old fixed order of arms")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench.md"))
@@ -257,15 +334,18 @@ def main(argv=None) -> None:
     if "4" in only:
         print("precise BN cost ...", flush=True)
         res["precise"] = precise_cost(cache)
-    if "5" in only:
+    if "5" in only or "6" in only:
         res["reference"] = reference_sweep()
+    if "6" in only:
+        res["seconds"] = reference_seconds()
     if "1" in only:  # last: it imports TensorFlow into this process
         print("training-step overhead ...", flush=True)
         res["overhead"] = step_overhead(args.reps, steps=200, fixed_order=args.fixed_order)
-    text = _markdown(res)
+    out = Path(args.out)
+    text = merged(_markdown(res), out.read_text() if out.exists() else "", only)
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out, text)
     print(f"written to {args.out}")
 
 
