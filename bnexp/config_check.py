@@ -15,7 +15,6 @@ import itertools
 import math
 import numbers
 import os
-import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +25,18 @@ from bnexp.names import (DATASET_SIZES, DATASETS, DEVICES, FLAG_STYLES, MODELS, 
 
 GROUPS = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
 _ABSENT = object()
+
+# Every number a run computes with becomes a float32 tensor or an int32/int64 count inside TensorFlow.
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: a larger value becomes inf
+FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny: a smaller nonzero value loses precision or becomes 0
+WHOLE_MAX = 2**31 - 1  # the largest int32: step counts, sizes and seeds above it overflow TensorFlow's int32 counters
+SEED_MAX = 2**31 - 1  # NumPy seeds must be < 2**32 and runs derive seeds up to seed + 20000
+# A run draws its training (and precise-BN) batches as one table of sample indices up front, 8 bytes each
+# (bnexp.toolkit.data.batch_order): 10**8 samples are 0.8 GB, over 1600 passes over 60000 images.
+MAX_SAMPLES = 10**8
+# BN divides by sqrt(variance + epsilon): epsilon keeps that defined and must stay small next to a unit variance;
+# at 1 or more it outweighs the variance it guards and the layer no longer normalizes.
+EPSILON_MAX = 1.0
 
 
 def scenario_configs() -> dict[str, dict]:
@@ -195,6 +206,52 @@ def _finite_and_not_empty(node, prefix: str = "") -> None:
                 raise UserError(f"{key} must hold finite numbers, got {bad[0]}")
 
 
+def _representable(node, prefix: str = "") -> None:
+    """Every number fits what TensorFlow makes of it: a float a float32 (0 or a magnitude in
+    [FLOAT32_TINY, FLOAT32_MAX]), a whole number an int32."""
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            _representable(v, key + ".")
+            continue
+        for x in (v if isinstance(v, list) else [v]):
+            shown = f"{key}={x!r}" + (f" (in {v!r})" if isinstance(v, list) else "")
+            if isinstance(x, float) and x and not FLOAT32_TINY <= abs(x) <= FLOAT32_MAX:
+                raise UserError(f"{shown} does not fit a float32 (0, or a magnitude from {FLOAT32_TINY:.3g} to "
+                                f"{FLOAT32_MAX:.3g}); give a value in that range")
+            if _is_number(x) and isinstance(x, int) and abs(x) > WHOLE_MAX:
+                raise UserError(f"{shown} is too large: whole numbers here are at most {WHOLE_MAX} (2**31-1, "
+                                f"TensorFlow's int32)")
+
+
+def _bool(cfg: dict, key: str, default=False, null: bool = False) -> None:
+    """true or false only (null too where `null`): Python's truth of 'maybe' or 'no' is True."""
+    value = _get(cfg, key)
+    value = default if value is _ABSENT else value
+    if not (value is True or value is False or (null and value is None)):
+        raise UserError(f"{key} must be {'null, ' if null else ''}true or false, got {value!r}")
+
+
+def _samples(cfg: dict) -> None:
+    """Training and precise-BN batches are drawn as one table of sample indices: bound its size (MAX_SAMPLES)."""
+    train, probe = cfg.get("train", {}), cfg.get("probe", {})
+    epochs = train.get("epochs")
+    if epochs is not None:
+        available = cfg.get("data", {}).get("train_size") or DATASET_SIZES[cfg["data"]["name"]]["train"]
+        drawn, what = epochs * available, f"train.epochs={epochs} over {available} training samples"
+    else:
+        drawn, what = train["batches"] * train["batch_size"], \
+            f"train.batches={train['batches']} x train.batch_size={train['batch_size']}"
+    pairs = [(drawn, what, "lower train.epochs" if epochs is not None else "lower train.batches"),
+             (probe["precise_batches"] * probe["precise_batch_size"],
+              f"probe.precise_batches={probe['precise_batches']} x probe.precise_batch_size="
+              f"{probe['precise_batch_size']}", "lower probe.precise_batches")]
+    for n, what, fix in pairs:
+        if n > MAX_SAMPLES:
+            raise UserError(f"{what} draws {n:.3g} samples; at most {MAX_SAMPLES:.0e} (their index table takes 8 "
+                            f"bytes a sample: 0.8 GB at the bound, and over 1600 passes over 60000 images); {fix}")
+
+
 def _data(cfg: dict) -> None:
     data = cfg.get("data", {})
     sizes = DATASET_SIZES[data["name"]]
@@ -228,12 +285,10 @@ def _paths(cfg: dict) -> None:
 
 @lru_cache(maxsize=None)
 def _writable_cache(folder: str) -> None:
-    path = Path(folder).expanduser()
+    from bnexp.store import write_test
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{uuid.uuid4().hex}"
-        probe.write_text("ok")
-        probe.unlink()
+        write_test(Path(folder))
     except OSError as e:
         raise UserError(f"paths.cache_dir={folder!r} is not a writable folder ({e.strerror}); choose another with "
                         f"paths.cache_dir=... or BNEXP_CACHE=...") from None
@@ -325,6 +380,11 @@ def validate(cfg: dict) -> None:
     _choice(train.get("optimizer"), OPTIMIZERS, "train.optimizer")
     _number(cfg, "bn.momentum", 0, 1, hi_open=True)
     _number(cfg, "bn.epsilon", 0, lo_open=True)
+    epsilon = cfg["bn"]["epsilon"]
+    if not FLOAT32_TINY <= epsilon < EPSILON_MAX:
+        raise UserError(f"bn.epsilon must be in [{FLOAT32_TINY:.3g}, {EPSILON_MAX:g}), got {epsilon!r}: it is "
+                        f"added to the variance in float32 (below {FLOAT32_TINY:.3g} it rounds away) and must stay "
+                        f"small next to a unit variance (at {EPSILON_MAX:g} or more BN no longer normalizes)")
     _number(cfg, "train.batches", 1, integer=True)
     _number(cfg, "train.batch_size", 1, integer=True)
     _number(cfg, "train.lr", 0, lo_open=True)
@@ -332,21 +392,24 @@ def validate(cfg: dict) -> None:
     _number(cfg, "train.epochs", 0, lo_open=True, optional=True)
     for key in ("eval_batch_size", "precise_batches", "precise_batch_size"):
         _number(cfg, f"probe.{key}", 1, integer=True)
-    _number(cfg, "seed", 0, integer=True)
+    if _is_number(cfg.get("seed")) and cfg["seed"] > SEED_MAX:
+        raise UserError(f"seed must be a whole number in [0, {SEED_MAX}] (NumPy and TensorFlow seeds; a run "
+                        f"derives further seeds up to seed + 20000), got {cfg['seed']!r}")
+    _number(cfg, "seed", 0, SEED_MAX, integer=True)
+    _bool(cfg, "force")
+    _number(cfg, "verbose", 0, 2, integer=True, optional=True)
     worker = cfg.get("worker") or {}
-    if worker.get("warm", True) not in (True, False):
-        raise UserError(f"worker.warm must be true or false, got {worker['warm']!r}")
+    _bool(cfg, "worker.warm", default=True)
     for key in ("max_runs", "pool_size", "chunk"):
         if key in worker:
             _number(cfg, f"worker.{key}", 1, integer=True)
-    bn_training = cfg.get("bn", {}).get("training")
-    if bn_training not in (None, True, False):
-        raise UserError(f"bn.training must be null, true or false, got {bn_training!r}")
-    if cfg.get("log", {}).get("tensorboard") not in (None, True, False):
-        raise UserError(f"log.tensorboard must be true or false, got {cfg['log']['tensorboard']!r}")
+    _bool(cfg, "bn.training", default=None, null=True)
+    _bool(cfg, "log.tensorboard", default=None, null=True)
     if cfg.get("log", {}).get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
         raise UserError("log.tensorboard=true needs the tensorboard package: pip install tensorboard")
     _data(cfg)
+    _samples(cfg)
+    _representable({k: v for k, v in cfg.items() if k not in ("hydra", "scenario", "sweep")})
     _allowed(cfg, scenario)
     _paths(cfg)
     backends.check(cfg)  # backend and keras_version last: a pinned release may be installed into the cache

@@ -8,6 +8,7 @@ claim lines in the scenario configs, fixed before the sweep).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from bnexp import CONFIG_DIR, manifest, provenance
+from bnexp import CONFIG_DIR, atomic, manifest, provenance
 from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
 from bnexp import store
@@ -130,6 +131,11 @@ def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFra
     if name == ALL:
         return name, None, everything, everything.iloc[0:0], []
     data = manifest.read(root, name)
+    known = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
+    if data is None and name not in known:  # no such sweep at all: never advise running it
+        have = ", ".join(manifest.all_manifests(root)) or "none"
+        raise UserError(f"unknown sweep {name!r}; sweeps: {', '.join(known)} (with a manifest in {root}: {have}); "
+                        f"or report every record with sweep=all")
     if data is None:
         have = ", ".join(manifest.all_manifests(root)) or "none"
         raise UserError(f"no sweep manifest {manifest.path(root, name)} (sweeps there: {have}); run "
@@ -148,7 +154,8 @@ def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFra
 
 def write_records(df: pd.DataFrame, path: Path) -> None:
     """The records a report used, sorted, as gzipped JSON lines (byte-identical for the same records)."""
-    store.write_records(_plain_records(df), path)
+    with _named(path):
+        store.write_records(_plain_records(df), path)
 
 
 def _missing(value) -> bool:
@@ -176,7 +183,7 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
         if df.empty:
             continue
         df = df.dropna(axis=1, how="all")
-        df.to_csv(tables / f"{scen}.csv", index=False)
+        _write_csv(df, tables / f"{scen}.csv")
         rules = scfg.get("verdicts", []) or []
         count: dict[str, int] = {}
         mine = []
@@ -190,9 +197,9 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
         wanted = rule_columns(rules, df) + [c for c in (scfg.get("report") or {}).get("metrics", []) if c in df]
         cols = [c for c in dict.fromkeys(wanted) if not is_timing(c)]
         summ = summary(df, facs, cols)
-        summ.to_csv(tables / f"{scen}_summary.csv", index=False)
+        _write_csv(summ, tables / f"{scen}_summary.csv")
         if not summ.empty:
-            (tables / f"{scen}_summary.md").write_text(_md_table(summ, cols) + "\n")
+            _write_text(tables / f"{scen}_summary.md", _md_table(summ, cols) + "\n")
         figs = figures.draw(scen, df, figdir)
         drawn = {Path(f).stem: Path(f) for f, _ in figs}
         for claim in {r["claim"] for r in rules}:  # each verdict links the figure of its own claim's evidence
@@ -210,8 +217,36 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     text.append(_provenance(df_all))
     text.append(_environment(root, name, df_all))
     out = root / "report.md"
-    out.write_text("\n".join(text))
+    _write_text(out, "\n".join(text))
     return out
+
+
+@contextlib.contextmanager
+def _named(path: Path):
+    """An OSError of a write (a full disk fails in write or flush, without a file name) names `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    """A table, complete or absent (bnexp.atomic): a full disk leaves the old file or none, never a part."""
+    with _named(path), atomic.atomic_open(path, "w") as f:
+        df.to_csv(f, index=False)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with _named(path):
+        atomic.write_text(path, text)
+
+
+def _shown(root: Path) -> str:
+    """The results folder as the user would type it: relative to the working directory when inside it."""
+    rel = os.path.relpath(root.absolute(), Path.cwd()) if root.is_absolute() else str(root)
+    return root.as_posix() if rel.startswith("..") else Path(rel).as_posix()
 
 
 def _claims(specs: dict, results: dict[str, list[RuleResult]]) -> dict[str, ClaimVerdict | None]:
@@ -259,7 +294,7 @@ def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) ->
         lines += [f"> **Provenance: {'; '.join(problems)}.** The numbers below are not all from the current code "
                   "(see [Provenance](#provenance)).", ""]
     if name == ALL:
-        lines.append(f"Built from every record in `{root.name}/runs/` ({len(df)}), not from a sweep's planned set "
+        lines.append(f"Built from every record in `{_shown(root)}/runs/` ({len(df)}), not from a sweep's planned set "
                      "(no sweep manifest with planned run ids was found, or sweep=all was asked for).")
     else:
         lines.append(f"Built from the {len(manifest.planned_ids(data))} planned runs of sweep `{name}` "

@@ -5,6 +5,7 @@ diverged; never dropped). Imports no TensorFlow."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,14 @@ def execute(cfg: dict, store: Store, force: bool = False) -> tuple[dict, Path]:
     if fingerprint.is_current(done) and not force:
         return done, store.path(scenario, rid)
     tmp = store.begin(scenario, rid)
+    try:
+        return _execute(cfg, store, scenario, rid, tmp)
+    except OSError:  # disk full, folder gone read-only: leave no temp folder with a truncated file behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _execute(cfg: dict, store: Store, scenario: str, rid: str, tmp: Path) -> tuple[dict, Path]:
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()

@@ -18,7 +18,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -38,11 +40,15 @@ NOT_IDENTITY = ("paths", "hydra", "sweep", "force", "verbose", "log", "train.tim
 RECORD = "metrics.json"
 RECORDS_FILE = "records.jsonl.gz"  # the report's records, one JSON object per line: it rebuilds without training
 STATUSES = ("ok", "failed", "diverged")
+# The accuracy decomposition every scenario measures (bnexp.toolkit.protocol.decomposition), under any prefix:
+# counted from predictions, always a finite number in a finished run.
+DECOMPOSITION = re.compile(r"(^|\.)acc_(train|test)_(batchstats|moving|precise)$")
 
 
 def record_problem(rec) -> str | None:
     """Why `rec` (parsed JSON) is not a usable record, or None: a JSON object with a run id, a known status
-    and, for an ok run, numbers in every accuracy field."""
+    and numbers in every accuracy field; an ok run has no null or infinite accuracy, and finite numbers in
+    its accuracy decomposition (null, NaN or infinity there: the run did not finish as recorded)."""
     if not isinstance(rec, dict):
         return f"not a JSON object but {type(rec).__name__}"
     if not isinstance(rec.get("run_id"), str) or not isinstance(rec.get("scenario"), str):
@@ -54,6 +60,9 @@ def record_problem(rec) -> str | None:
         if metric.startswith("acc_") and value is not None and (
                 isinstance(value, bool) or not isinstance(value, (int, float))):
             return f"{key}={value!r} is not a number"
+        if metric.startswith("acc_") and rec["status"] == "ok" and (
+                value is None or math.isinf(value) or (DECOMPOSITION.search(key) and math.isnan(value))):
+            return f"{key}={'null' if value is None else value} in an ok record (an accuracy must be a finite number)"
     return None
 
 
@@ -100,6 +109,26 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def write_test(folder: Path) -> None:
+    """Create `folder` (and its parents) if needed and write a probe file into it through the atomic path;
+    raise OSError if that fails. Leaves no probe and, on failure, no folder it created."""
+    folder = Path(folder).expanduser()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    probe = folder / f".write-test-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(probe, "ok")
+    except OSError:
+        probe.unlink(missing_ok=True)
+        for p in created:  # innermost first; only what this test created, and only if still empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+    probe.unlink(missing_ok=True)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,12 +168,9 @@ class Store:
         return None
 
     def check_writable(self) -> None:
-        """Fail fast, before any training, if records could not be written."""
+        """Fail fast, before any training, if records could not be written; leave nothing behind either way."""
         try:
-            self.runs.mkdir(parents=True, exist_ok=True)
-            probe = self.runs / f".write-test-{uuid.uuid4().hex}"
-            probe.write_text("ok")
-            probe.unlink()
+            write_test(self.runs)
         except OSError as e:
             raise UserError(f"results folder {self.root} is not writable ({e.strerror}); choose another with "
                             f"paths.results_dir=... or fix its permissions") from None

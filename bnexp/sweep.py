@@ -52,13 +52,17 @@ def scenario_of(grid: str) -> str:
 
 def _split(argv: list[str]) -> tuple[dict, list[str]]:
     """Sweep options (sweep=, scenarios=) apart from overrides passed on to every run."""
-    opts, rest = {"sweep": "quick", "scenarios": None, "allow_dirty": "false"}, []
+    opts, rest = {"sweep": None, "scenarios": None, "allow_dirty": "false"}, []
     for a in argv:
         key = a.split("=", 1)[0]
         if key in opts and "=" in a:
             opts[key] = a.split("=", 1)[1]
         else:
             rest.append(a)
+    if not opts["sweep"]:  # never a default: a bare `bnexp sweep` would start hours of runs nobody asked for
+        raise UserError(f"bnexp sweep needs sweep=NAME: pass sweep={'|'.join(_sweep_names())} (quick: every "
+                        f"scenario's smoke grid; reference: the committed reference; frameworks: Keras 3 backends "
+                        f"and releases)")
     return opts, rest
 
 
@@ -179,6 +183,7 @@ def main(argv: list[str]) -> int:
                 shown = 0.0
                 for line in proc.stdout:  # the multirun's own output goes to the log; the bar shows progress
                     log.write(line)
+                    log.flush()  # a killed sweep's log still holds every line its runs printed
                     if line.startswith("bnexp: ") and time.monotonic() - shown > 2:  # reads every record
                         _refresh(bar, store, points)
                         shown = time.monotonic()
@@ -189,7 +194,7 @@ def main(argv: list[str]) -> int:
         bar.close()
         if pending:  # a sweep that ran nothing measured nothing: keep the last measurement
             _write_meta(store, sweep["name"], points, done_before, start, extra)
-        return _summary(store, points, time.time() - start, sweep["name"])
+        return _summary(store, points, time.time() - start, sweep["name"], pending)
     except KeyboardInterrupt:
         _stop(proc)
         bar.close()
@@ -251,21 +256,36 @@ def _write_meta(store: Store, name: str, points, already_done: int, start: float
             "git_commit": provenance.git_commit()}
     folder = store.root / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps({**(manifest.read(store.root, name) or {}), **meta}, indent=1))
+    atomic.write_text(folder / f"{name}.json", json.dumps({**(manifest.read(store.root, name) or {}), **meta}, indent=1))
 
 
-def _summary(store: Store, points: list[Point], seconds: float, sweep_name: str) -> int:
-    bad, diverged = [], 0
+def _summary(store: Store, points: list[Point], seconds: float, sweep_name: str,
+             pending: list[Point] | None = None) -> int:
+    """The closing line: what this sweep ran itself (`pending`: the runs not current at its start; ok, diverged,
+    failed) and how many were already done at its start; then the report, and the failures listed."""
+    pending = points if pending is None else pending
+    mine = {(p.scenario, p.run_id) for p in pending}
+    bad, outcome = [], {"ok": 0, "diverged": 0, "failed": 0}
     for p in points:
         rec = store.get(p.scenario, p.run_id)
         if state(rec) == "missing":
             bad.append(f"  {p.scenario} {p.run_id}: no current record (the run did not finish)")
+            kind = "failed"
         elif rec.get("status") == "diverged":  # a measured outcome (e.g. a too-high learning rate), not a fault
-            diverged += 1
+            kind = "diverged"
         elif rec.get("status") != "ok":
             bad.append(f"  {p.scenario} {p.run_id} {rec.get('status')}: {str(rec.get('error'))[:300]}")
-    print(f"bnexp sweep: {len(points) - len(bad) - diverged}/{len(points)} runs ok, {diverged} diverged, "
-          f"{len(bad)} failed, in {seconds:.0f} s")
+            kind = "failed"
+        else:
+            kind = "ok"
+        if (p.scenario, p.run_id) in mine:
+            outcome[kind] += 1
+    before = len(points) - len(mine)
+    if not mine:
+        print(f"bnexp sweep: ran nothing; all {len(points)} runs were already done ({seconds:.0f} s)")
+    else:
+        print(f"bnexp sweep: ran {len(mine)} of {len(points)} runs in {seconds:.0f} s: {outcome['ok']} ok, "
+              f"{outcome['diverged']} diverged, {outcome['failed']} failed; {before} already done at the start")
     from bnexp import report
 
     report.build(store.root, sweep=sweep_name)

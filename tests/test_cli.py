@@ -141,6 +141,51 @@ def test_full_disk_is_one_line(tmp_path, cache_dir):
     assert "run the same command again" in proc.stderr
 
 
+def test_full_disk_before_a_run_leaves_no_write_test_files(tmp_path, cache_dir):
+    """0 bytes free from the start: `run` and `sweep` stop at their write test with one line, exit 2, and leave
+    nothing in the results folder (no empty `.write-test-*` file, no runs/ folder they created)."""
+    if not _tmpfs_works(tmp_path):
+        pytest.skip("no unprivileged mount namespaces here")
+    results = tmp_path / "full"
+    results.mkdir()
+    env = f"BNEXP_CACHE={cache_dir} PYTHONPATH={ROOT}"
+    cmd = (f"dd if=/dev/zero of={results}/filler bs=4k count=1000 2>/dev/null; cd {ROOT}; "
+           f"{env} {sys.executable} -m bnexp run scenario=momentum paths.results_dir={results}; echo rc=$?; "
+           f"{env} {sys.executable} -m bnexp sweep sweep=quick scenarios=momentum paths.results_dir={results}; "
+           f"echo rc=$?; echo left: $(ls -A {results})")
+    proc = _in_small_tmpfs(cmd, results)
+    assert proc.stdout.splitlines()[-3:] == ["rc=2", "rc=2", "left: filler"], (proc.stdout, proc.stderr)
+    line = (f"bnexp: error: results folder {results} is not writable (No space left on device); choose another "
+            f"with paths.results_dir=... or fix its permissions")
+    assert proc.stderr.splitlines() == [line, line], proc.stderr
+
+
+def test_full_disk_while_reporting_leaves_no_half_written_file(tmp_path, cache_dir):
+    """`report` on a full disk: one line, exit 1, and every table, summary and report.md is whole or absent
+    (written through bnexp.atomic), never a 0-byte or truncated file, no temp file left."""
+    if not _tmpfs_works(tmp_path):
+        pytest.skip("no unprivileged mount namespaces here")
+    results = tmp_path / "full"
+    results.mkdir()
+    make = ("from bnexp.store import Store\ns = Store('RESULTS')\nfor i in range(3):\n"
+            "    r = {'run_id': f'r{i}', 'scenario': 'momentum', 'status': 'ok', 'seed': i, 'semantics': 'keras3',"
+            " 'acc_test_moving': 0.5, 'acc_test_batchstats': 0.6, 'gap_test': 0.1, 'bn.momentum': 0.9}\n"
+            "    s.commit(s.begin('momentum', r['run_id']), 'momentum', r['run_id'], r)\n").replace("RESULTS", str(results))
+    (tmp_path / "make.py").write_text(make)
+    env = f"BNEXP_CACHE={cache_dir} PYTHONPATH={ROOT}"
+    cmd = (f"cd {ROOT} && {env} {sys.executable} {tmp_path / 'make.py'} && "
+           f"dd if=/dev/zero of={results}/filler bs=1k count=1000 2>/dev/null; "
+           f"{env} {sys.executable} -m bnexp report sweep=all paths.results_dir={results}; echo rc=$?; "
+           f"echo empty: $(find {results} -type f -empty); echo tmp: $(find {results} -name '*.tmp' -o -name '.*.tmp'); "
+           f"test -e {results}/report.md && echo report.md: $(tail -c 40 {results}/report.md | tr -d '\\n')")
+    proc = _in_small_tmpfs(cmd, results)
+    out = proc.stdout.splitlines()
+    assert "rc=1" in out and "empty:" in out and "tmp:" in out, (proc.stdout, proc.stderr)  # none of either
+    assert not any(ln.startswith("report.md:") for ln in out), proc.stdout  # report.md is written last: absent
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"bnexp: error: cannot write {results}/") and "the disk is full" in proc.stderr
+
+
 def test_timeout_kills_the_run_and_records_it(tmp_path, cache_dir):
     proc = bnexp(["run", "scenario=momentum", *TINY, "train.timeout_s=1"], tmp_path, cache_dir, check=False)
     assert proc.returncode == 1
@@ -158,3 +203,35 @@ def test_works_from_another_working_directory(tmp_path, cache_dir):
     assert json.loads(open(tmp_path / path if not path.startswith("/") else path).read())["status"] == "ok"
     assert (tmp_path / "out" / "runs" / "momentum").is_dir()
     assert ROOT != tmp_path
+
+
+@pytest.mark.parametrize("batch,moving,precise,says", [
+    (0.80, 0.80, 0.80, "costs nothing here"),
+    (0.80, 0.50, 0.79, "loses 30.0 points that recomputed population statistics recover"),
+    (0.80, 0.50, 0.60, "loses 30.0 points against batch statistics and population statistics do not close it"),
+    # frozen_base's case: precise BN (0.258) below moving (0.328); it used to say "loses -6.6 points ... recover"
+    (0.262, 0.328, 0.258, "scores 6.6 points above batch statistics and 7.0 points above population statistics"),
+    (0.262, 0.328, None, "scores 6.6 points above batch statistics: here"),
+])
+def test_the_closing_sentence_is_right_for_either_sign_of_the_gap(batch, moving, precise, says):
+    from bnexp.cli import key_numbers
+
+    rec = {"acc_test_batchstats": batch, "acc_test_moving": moving, "acc_test_precise": precise}
+    last = key_numbers(rec)[-1]
+    assert says in last and "-" not in last.split(":")[0], last  # never a negative number of points
+
+
+def test_run_m_ends_with_a_table_of_its_runs_key_numbers(tmp_path):
+    from bnexp.cli import runs_table
+    from bnexp.store import Store
+
+    store = Store(tmp_path)
+    for rid, status, extra in (("aaa", "ok", {"acc_test_batchstats": 0.8, "acc_test_moving": 0.5, "gap_test": 0.3,
+                                               "acc_test_precise": 0.79}), ("bbb", "failed", {"error": "x"})):
+        store.commit(store.begin("momentum", rid), "momentum", rid,
+                     {"run_id": rid, "scenario": "momentum", "status": status, **extra})
+    lines = runs_table([(store, "momentum", "aaa"), (store, "momentum", "bbb"), (store, "momentum", "ccc")])
+    assert lines[0].startswith("bnexp: runs (test accuracy with batch, moving and population statistics")
+    assert lines[2].split() == ["momentum", "aaa", "ok", "0.800", "0.500", "0.790", "+0.300"]
+    assert lines[3].split() == ["momentum", "bbb", "failed", "-", "-", "-", "-"]
+    assert lines[4].split() == ["momentum", "ccc", "missing", "-", "-", "-", "-"]

@@ -92,7 +92,21 @@ BAD_INPUT = [
     (["sweep"], {"BNEXP_JOBS": "0"}, "BNEXP_JOBS='0' must be a whole number >= 1"),
     (["sweep", "sweep=reference", "scenarios="], {}, "scenarios= is empty; give one or more of momentum"),
     (["sweep", "sweep=huge"], {}, "unknown sweep 'huge'; valid: frameworks, quick, reference"),
-    (["sweep", "scenarios=nosuch"], {}, "sweep quick has no grid for nosuch"),
+    (["sweep", "sweep=quick", "scenarios=nosuch"], {}, "sweep quick has no grid for nosuch"),
+    (["sweep"], {}, "bnexp sweep needs sweep=NAME: pass sweep=frameworks|quick|reference"),
+    (["sweep", "scenarios=momentum"], {}, "bnexp sweep needs sweep=NAME"),
+    (["run", "force=maybe"], {}, "force must be true or false, got 'maybe'"),
+    (["run", "force=no"], {}, "force must be true or false, got 'no'"),
+    (["run", "bn.epsilon=1e308"], {}, "bn.epsilon must be in [1.18e-38, 1), got 1e+308"),
+    (["run", "bn.epsilon=1e-50"], {}, "bn.epsilon must be in [1.18e-38, 1), got 1e-50"),
+    (["run", "train.lr=1e300"], {}, "train.lr=1e+300 does not fit a float32"),
+    (["run", "train.batches=1000000000000"], {},
+     "train.batches=1000000000000 x train.batch_size=64 draws 6.4e+13 samples; at most 1e+08"),
+    (["run", "probe.precise_batches=10000000"], {}, "probe.precise_batches=10000000 x probe.precise_batch_size=64 draws"),
+    (["run", "scenario=batch_size", "train.epochs=1e9"], {}, "train.epochs=1000000000.0 over 2048 training samples draws"),
+    (["run", "seed=100000000000000000000"], {}, "seed must be a whole number in [0, 2147483647]"),
+    (["run", "seed=-1"], {}, "seed must be a whole number in [0, 2147483647]"),
+    (["run", "worker.max_runs=100000000000000000000"], {}, "worker.max_runs=100000000000000000000 is too large"),
     (["report", "paths.results_dir=RESULTS/nosuch"], {}, "RESULTS/nosuch holds no runs/ folder: nothing to report"),
     (["report", "paths.results_dir="], {}, "paths.results_dir is empty"),
 ]
@@ -132,16 +146,62 @@ def test_bad_input_is_one_line_before_tensorflow(tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "nosuch").exists()  # `report` on a missing folder does not create it
 
 
-def test_bad_input_through_the_real_cli_never_imports_tensorflow(tmp_path):
+@pytest.mark.parametrize("override,message", [
+    ("bn.momentum=nan", "bn.momentum must be a finite number, got nan"),
+    ("seed=100000000000000000000", "seed must be a whole number in [0, 2147483647]"),
+    ("force=maybe", "force must be true or false, got 'maybe'"),
+])
+def test_bad_input_through_the_real_cli_never_imports_tensorflow(tmp_path, override, message):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom bnexp.cli import main\ntry:\n    main(['run', 'bn.momentum=nan'])\n"
+    code = (f"import sys\nfrom bnexp.cli import main\ntry:\n    main(['run', {override!r}])\n"
             "finally:\n    print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "BNEXP_RESULTS": str(tmp_path)})
+                          env={**os.environ, "BNEXP_RESULTS": str(tmp_path), "BNEXP_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 2 and proc.stdout.strip() == "False False"
-    assert proc.stderr.strip() == "bnexp: error: bn.momentum must be a finite number, got nan"
+    assert proc.stderr.strip().startswith(f"bnexp: error: {message}") and proc.stderr.count("\n") == 1
+
+
+# The property: every numeric key of the config checks, fed the same hostile values, is refused with a line
+# that names it. Values go through Hydra's override parser (what `key=value` on the command line gives), then
+# into the resolved config, then `validate`: the CLI path without composing 150 configs.
+NUMERIC_KEYS = ["bn.momentum", "bn.epsilon", "train.batches", "train.batch_size", "train.lr", "train.timeout_s",
+                "train.epochs", "probe.eval_batch_size", "probe.precise_batches", "probe.precise_batch_size", "seed",
+                "data.train_size", "data.test_size", "worker.max_runs", "worker.pool_size", "worker.chunk",
+                "verbose"]
+HOSTILE = ["nan", "inf", "-inf", "-1", "0", "1e300", "100000000000000000000", "abc", "true", "false", "", "[]"]
+VALID = {("bn.momentum", "0"), ("seed", "0"), ("verbose", "0")}  # 0 means something there: last batch, seed 0, silent
+
+
+@pytest.fixture(scope="module")
+def bases():
+    from bnexp.config_check import compose
+
+    return {"default": compose([])[0], "batch_size": compose(["scenario=batch_size"])[0]}  # train.epochs is set there
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+def test_every_numeric_key_refuses_every_hostile_value_in_seconds(bases, no_child, key):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    start = time.perf_counter()
+    base = bases["batch_size" if key == "train.epochs" else "default"]
+    for raw in HOSTILE:
+        if (key, raw) in VALID:
+            continue
+        (o,) = OverridesParser.create().parse_overrides([f"{key}={raw}"])
+        cfg = copy.deepcopy(base)
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        assert leaf in node, f"{key} is not in the config"
+        node[leaf] = o.value()
+        with pytest.raises(UserError) as e:
+            validate(cfg)
+        assert key in str(e.value) and "\n" not in str(e.value), (raw, str(e.value))
+    assert time.perf_counter() - start < 10
 
 
 def test_every_scenario_default_is_valid_and_its_allowed_keys_exist():
@@ -163,3 +223,42 @@ def test_unwritable_results_folder(tmp_path, capsys, no_child):
         main(["run", f"paths.results_dir={blocker / 'results'}", f"paths.cache_dir={tmp_path / 'cache'}"])
     assert e.value.code == 2
     assert "is not writable" in capsys.readouterr().err
+
+
+def test_report_of_an_unknown_sweep_does_not_advise_running_it(tmp_path, capsys, no_child):
+    from bnexp.cli import main
+
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["report", f"paths.results_dir={tmp_path}", "sweep=nosuch"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"bnexp: error: unknown sweep 'nosuch'; sweeps: frameworks, quick, reference (with a manifest in "
+                   f"{tmp_path}: none); or report every record with sweep=all")
+    assert "bnexp sweep sweep=nosuch" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing written
+
+
+def test_write_tests_leave_nothing_behind(tmp_path, monkeypatch):
+    """The results and cache write tests leave no probe file, and on failure no folder they created."""
+    import errno
+
+    from bnexp import store as store_mod
+    from bnexp.config_check import _writable_cache
+    from bnexp.store import Store
+
+    Store(tmp_path / "ok").check_writable()
+    assert [p.name for p in (tmp_path / "ok" / "runs").iterdir()] == []
+
+    def full(path, text):  # what a full disk does: the file is created, its content cannot be written
+        path.write_text("")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_mod, "write_text", full)
+    with pytest.raises(UserError, match=r"is not writable \(No space left on device\)"):
+        Store(tmp_path / "full").check_writable()
+    assert not (tmp_path / "full").exists()
+    (tmp_path / "had").mkdir()
+    with pytest.raises(UserError, match="paths.cache_dir=.* is not a writable folder"):
+        _writable_cache(str(tmp_path / "had" / "cache"))
+    assert list((tmp_path / "had").iterdir()) == []  # its own folder is kept, nothing in it

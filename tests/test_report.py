@@ -103,6 +103,21 @@ def test_sweep_must_have_a_plan(tmp_path):
         report.build(tmp_path, sweep="reference")
 
 
+def test_an_unknown_sweep_is_named_as_such_not_advised(tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(UserError, match=r"unknown sweep 'nosuch'; sweeps: frameworks, quick, reference") as e:
+        report.build(tmp_path, sweep="nosuch")
+    assert "bnexp sweep" not in str(e.value)
+
+
+def test_the_header_names_the_folder_as_given(tmp_path, monkeypatch):
+    """results/local, not its last part `local`: the folder the user would look in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "local" / "runs").mkdir(parents=True)
+    assert "every record in `results/local/runs/`" in report.build("results/local", "all").read_text()
+    assert f"every record in `results/local/runs/`" in report.build(tmp_path / "results" / "local", "all").read_text()
+
+
 def test_null_and_false_stay_apart_in_factors_and_summaries():
     df = pd.DataFrame({"seed": [0, 0, 1, 1], "status": "ok", "base.training": [None, False, None, False],
                        "acc": [0.9, 0.5, 0.8, 0.4]})

@@ -65,6 +65,15 @@ def test_corrupt_record_is_reported_and_treated_as_missing(tmp_path, capsys):
     ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_test_moving": "abc"}', "acc_test_moving='abc' is not a number"),
     ('{"run_id": "x", "scenario": "m", "status": "ok", "m0.9.acc_test": true}', "m0.9.acc_test=True is not a number"),
     ('{"status": "ok"}', "no run_id or scenario"),
+    # an ok run without its numbers: null, NaN or infinity where a finished run always has a finite accuracy
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_test_moving": null}',
+     "acc_test_moving=null in an ok record (an accuracy must be a finite number)"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_test_moving": NaN}', "acc_test_moving=nan in an ok record"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "base.acc_train_precise": NaN}', "base.acc_train_precise=nan"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_test_batchstats": Infinity}', "acc_test_batchstats=inf"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_eval_best": -Infinity}', "acc_eval_best=-inf"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "keras_file.acc_test_restored": null}',
+     "keras_file.acc_test_restored=null in an ok record"),
 ])
 def test_invalid_records_are_reported_once_redone_and_never_counted(tmp_path, capsys, text, problem):
     store = Store(tmp_path)
@@ -75,6 +84,29 @@ def test_invalid_records_are_reported_once_redone_and_never_counted(tmp_path, ca
     assert store.records() == [] and store.table().empty
     err = capsys.readouterr().err
     assert err.count("bad record") == 1 and problem in err  # reported once, however often it is read
+
+
+def test_unfinished_numbers_are_valid_outside_an_ok_record_and_where_nan_is_measured(tmp_path):
+    """A failed or diverged run has no accuracy to show; bn_benefit's best evaluation accuracy is NaN when no
+    evaluation was finite (a measured outcome): these stay valid records."""
+    from bnexp.store import record_problem
+
+    assert record_problem(rec("x", "failed", acc_test_moving=None)) is None
+    assert record_problem(rec("x", "diverged", acc_test_moving=float("nan"))) is None
+    assert record_problem(rec("x", acc_eval_best=float("nan"), acc_test_moving=0.5)) is None
+
+
+def test_an_ok_record_without_numbers_is_redone_by_the_next_sweep(tmp_path, capsys):
+    from bnexp import fingerprint
+    from bnexp.sweep import state
+
+    store = Store(tmp_path)
+    current = fingerprint.of("momentum")
+    store.commit(store.begin("momentum", "x"), "momentum", "x",
+                 {**rec("x", acc_test_moving=float("nan")), "scenario": "momentum", "fingerprint": current})
+    assert state(store.get("momentum", "x")) == "missing" and not fingerprint.is_current(store.get("momentum", "x"))
+    assert store.records() == []
+    assert capsys.readouterr().err.count("bad record") == 1
 
 
 def test_report_survives_invalid_records(tmp_path):
@@ -140,3 +172,21 @@ def test_records_round_trip_through_pandas(tmp_path):
     df = store.table()
     assert sorted(df["seed"]) == [0, 1, 2]
     assert json.loads((tmp_path / "runs" / "m" / "r1" / "metrics.json").read_text())["acc"] == 0.1
+
+
+def test_a_run_that_cannot_write_its_files_leaves_no_temp_folder(tmp_path, monkeypatch):
+    """A full disk while the run writes config.yaml (a sweep with 60 KB free): no `.tmp-*` folder with a
+    truncated file is left for a reader; the error goes on to the one-line report."""
+    import errno
+
+    from bnexp import runner
+
+    def full(cfg, store, scenario, rid, tmp):
+        (tmp / "config.yaml").write_text("seed: ")  # truncated, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "config.yaml"))
+
+    monkeypatch.setattr(runner, "_execute", full)
+    cfg = {**CFG, "scenario": {"name": "m"}}
+    with pytest.raises(OSError):
+        runner.execute(cfg, Store(tmp_path))
+    assert list((tmp_path / "runs" / "m").iterdir()) == []

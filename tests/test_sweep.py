@@ -90,8 +90,13 @@ def test_submitit_local_launcher_runs_two_jobs(tmp_path, cache_dir):
 def test_unknown_sweep_or_scenario_is_a_clear_error(tmp_path, cache_dir):
     proc = bnexp(["sweep", "sweep=huge"], tmp_path / "r", cache_dir, check=False)
     assert proc.returncode == 2 and "cannot compose sweep=huge" in proc.stderr and "quick" in proc.stderr
-    proc = bnexp(["sweep", "scenarios=nosuch"], tmp_path / "r", cache_dir, check=False)
+    proc = bnexp(["sweep", "sweep=quick", "scenarios=nosuch"], tmp_path / "r", cache_dir, check=False)
     assert proc.returncode == 2 and "no grid for nosuch" in proc.stderr
+    proc = bnexp(["sweep", "scenarios=momentum"], tmp_path / "r", cache_dir, check=False)  # no sweep=: no default
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == (
+        "bnexp: error: bnexp sweep needs sweep=NAME: pass sweep=frameworks|quick|reference (quick: every scenario's "
+        "smoke grid; reference: the committed reference; frameworks: Keras 3 backends and releases)\n")
+    assert not (tmp_path / "r").exists()
 
 
 
@@ -171,3 +176,67 @@ def test_a_sweep_over_several_scenarios_is_one_multirun_that_keeps_its_workers(t
         log = (results / "runs" / rec["scenario"] / rec["run_id"] / "log.txt").read_text()
         pids.setdefault((rec["scenario"], rec["semantics"]), set()).add(log.split("warm worker pid ")[1].split(",")[0])
     assert pids[("momentum", "keras3")] == pids[("weights_order", "keras3")] and len(pids[("momentum", "keras3")]) == 1
+
+
+def _fake_sweep(tmp_path, done: int):
+    """A store with the 4 planned momentum runs of sweep quick, the first `done` of them current and ok."""
+    from bnexp import fingerprint, sweep
+    from bnexp.store import Store
+
+    _, _, points, _ = sweep.plan("quick", ["momentum"], [f"paths.results_dir={tmp_path}"])
+    store = Store(tmp_path)
+    for p in points[:done]:
+        rec = {"run_id": p.run_id, "scenario": p.scenario, "status": "ok", "fingerprint": fingerprint.of(p.scenario),
+               "acc_test_moving": 0.5}
+        store.commit(store.begin(p.scenario, p.run_id), p.scenario, p.run_id, rec)
+    return sweep, store, points
+
+
+def test_closing_line_says_what_the_sweep_ran_itself_and_what_was_already_done(tmp_path, monkeypatch, capsys):
+    from bnexp import report
+
+    monkeypatch.setattr(report, "build", lambda *a, **k: None)
+    sweep, store, points = _fake_sweep(tmp_path, done=4)
+    assert sweep._summary(store, points, 3.0, "quick", pending=[]) == 0
+    assert capsys.readouterr().out == "bnexp sweep: ran nothing; all 4 runs were already done (3 s)\n"
+    # 2 runs done before; this sweep ran the other 2: one ended ok, one left no record
+    sweep, store, points = _fake_sweep(tmp_path / "b", done=3)
+    assert sweep._summary(store, points, 5.0, "quick", pending=points[2:]) == 1
+    out = capsys.readouterr().out
+    assert out == "bnexp sweep: ran 2 of 4 runs in 5 s: 1 ok, 0 diverged, 1 failed; 2 already done at the start\n"
+
+
+def test_a_sweeps_log_holds_each_line_as_soon_as_it_is_printed(tmp_path, monkeypatch):
+    """The multirun's lines reach the sweep's own log at once (flushed per line): a sweep killed while its
+    multirun still runs leaves them, not a 0-byte log. The multirun is a stand-in that prints a line and waits."""
+    import threading
+
+    from bnexp import sweep
+
+    _, store, _ = _fake_sweep(tmp_path, done=0)
+    line = "bnexp: momentum abc ok: somewhere/metrics.json"
+    procs = []
+
+    def launch(jobs_file, points, results_dir, extra):
+        procs.append(subprocess.Popen([sys.executable, "-c", f"import time; print({line!r}, flush=True); "
+                                       "time.sleep(60)"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        return procs[-1]
+
+    monkeypatch.setattr(sweep, "_launch", launch)
+    monkeypatch.setattr(sweep, "_summary", lambda *a, **k: 0)
+    monkeypatch.setattr(sweep, "_write_meta", lambda *a, **k: None)
+    worker = threading.Thread(target=sweep.main, args=(["sweep=quick", "scenarios=momentum",
+                                                        f"paths.results_dir={tmp_path}"],), daemon=True)
+    worker.start()
+    try:
+        deadline = time.time() + 60
+        logs = []
+        while time.time() < deadline and not (logs and line in logs[0].read_text()):
+            logs = sorted((tmp_path / ".hydra" / "sweep-logs").glob("quick-*.log"))
+            time.sleep(0.1)
+        assert logs and logs[0].read_text() == line + "\n"  # while the multirun still runs
+        assert procs[0].poll() is None
+    finally:
+        for proc in procs:
+            proc.kill()
+        worker.join(timeout=30)
