@@ -32,7 +32,8 @@ absolute difference of a quantity that is float noise by nature (batch_dependenc
 relative 2.5e-02, 2 of 256 accuracy flips and r1_batches_needed 4 vs 2, which is why it changed. RTOL = 1e-3
 and ATOL = 1e-4 leave a margin of 20x and 30x over that; ACC_SAMPLES = 2 allows two prediction flips, where
 none was seen. A change a refactor makes to a protocol moves numbers far more than that: it still fails here,
-and exactly on the fixture's machine. Timings, process ids, versions, machine and cache hits are not compared.
+and exactly on the fixture's machine. Timings, process ids, versions, machine, cache hits and the code
+fingerprint (a refactor changes it; the numbers must not) are not compared.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ CONFIGS = {  # on top of conftest.TINY; together they touch every mechanism the 
 }
 MACHINE = ("cpu", "onednn", "tensorflow")  # what decides the rounding, besides the code (Keras: pinned)
 NOT_COMPARED = {"wall_s", "child_s", "peak_rss_mb", "started_at", "git_commit", "git_clean", "device", "keras_backend",
-                "keras", "proc.pid", "base_cache_hit", "nobn_from_cache", *MACHINE}
+                "keras", "fingerprint", "proc.pid", "base_cache_hit", "nobn_from_cache", *MACHINE}
 KERNEL_PATHS = {"default": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "no_onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 TEST_SIZE = 256   # conftest.TINY's data.test_size: the accuracies' denominator
