@@ -146,7 +146,7 @@ def test_another_kernel_path_agrees_within_tolerance(tmp_path):
     base pretrained on that path) differs from the fixture in the last digits and agrees within tolerance."""
     name, env = "frozen_base_subclass", KERNEL_PATHS["avx2"]
     now, machine = _run(name, tmp_path / "results", tmp_path / "cache", **env)
-    assert machine["onednn"] == "ONEDNN_MAX_CPU_ISA=AVX2"
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in machine["onednn"]  # with whatever the environment sets too
     stored = _fixture()["runs"][name]
     assert not differences(stored, now, exact=False), differences(stored, now, exact=False)
 
