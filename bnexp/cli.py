@@ -250,9 +250,9 @@ def report(argv: list[str]) -> None:
     if not results_dir.strip():
         raise UserError("paths.results_dir is empty; give the folder that holds runs/ "
                         "(results for the reference sweep, results/local for your own runs)")
-    if not (Path(results_dir) / "runs").is_dir():
-        raise UserError(f"{results_dir} holds no runs/ folder: nothing to report (reference runs: "
-                        f"paths.results_dir=results; your own: results/local)")
+    if not (Path(results_dir) / "runs").is_dir() and not (Path(results_dir) / report_mod.RECORDS_FILE).is_file():
+        raise UserError(f"{results_dir} holds no runs/ folder and no {report_mod.RECORDS_FILE}: nothing to report "
+                        f"(reference runs: paths.results_dir=results; your own: results/local)")
     print(f"bnexp: report written to {report_mod.build(results_dir, sweep)}")
 
 

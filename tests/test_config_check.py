@@ -107,7 +107,7 @@ BAD_INPUT = [
     (["run", "seed=100000000000000000000"], {}, "seed must be a whole number in [0, 2147483647]"),
     (["run", "seed=-1"], {}, "seed must be a whole number in [0, 2147483647]"),
     (["run", "worker.max_runs=100000000000000000000"], {}, "worker.max_runs=100000000000000000000 is too large"),
-    (["report", "paths.results_dir=RESULTS/nosuch"], {}, "RESULTS/nosuch holds no runs/ folder: nothing to report"),
+    (["report", "paths.results_dir=RESULTS/nosuch"], {}, "RESULTS/nosuch holds no runs/ folder and no records.jsonl.gz: nothing to report"),
     (["report", "paths.results_dir="], {}, "paths.results_dir is empty"),
 ]
 

@@ -43,6 +43,20 @@ def test_a_report_rebuilds_from_its_records_file_alone(tmp_path):
     assert (tmp_path / report.RECORDS_FILE).read_bytes() == before  # same records, same bytes
 
 
+def test_report_on_a_fresh_clone_rebuilds_from_the_records_file_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    _fixture_store(tmp_path)
+    report.build(tmp_path, sweep="reference")
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone of the committed reference: no runs/
+    (tmp_path / "report.md").unlink()
+    proc = subprocess.run([sys.executable, "-m", "bnexp", "report", f"paths.results_dir={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "report.md").exists()
+
+
 def test_the_committed_reference_report_matches_its_committed_records(tmp_path):
     results = ROOT / "results"
     if not (results / report.RECORDS_FILE).exists():
