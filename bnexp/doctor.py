@@ -223,6 +223,9 @@ def shape_fits(want, got) -> bool:
 def _check_npz(p: Path, source: str, shape, classes) -> None:
     if not p.is_file():
         raise UserError(f"data={source}: no such file")
+    if not zipfile.is_zipfile(p):  # np.load would call any other file "pickled data"
+        raise UserError(f"data={source} is not an .npz file (a zip of NumPy arrays); save your arrays with "
+                        f"np.savez(path, x=images, y=labels)")
     try:
         with np.load(p, allow_pickle=False) as z:
             if "x" not in z.files:

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bnexp.atomic import atomic_open  # noqa: E402
 from bnexp.errors import UserError  # noqa: E402
 from bnexp.verdicts import t_half_width  # noqa: E402
 
@@ -404,8 +405,11 @@ def draw(scenario: str, table: pd.DataFrame, folder: str | Path, specs: list[dic
             continue
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{spec['file']}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        try:
+            with atomic_open(path, "wb") as f:  # a figure is complete or absent, even on a full disk
+                fig.savefig(f, dpi=110, format="png")
+        finally:
+            plt.close(fig)
         out.append((path, spec.get("caption") or spec.get("title") or spec["file"]))
     return out
 

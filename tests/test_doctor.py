@@ -226,6 +226,8 @@ def test_bad_data(zoo, tmp_path, capsys):
     assert "no samples" in bad(tmp_path, capsys, model, f"data={tmp_path / 'empty.npz'}")
     np.savez(tmp_path / "no_x.npz", images=x[:8])
     assert "no array 'x'" in bad(tmp_path, capsys, model, f"data={tmp_path / 'no_x.npz'}")
+    (tmp_path / "plain.txt").write_text("1 2 3\n")
+    assert "is not an .npz file" in bad(tmp_path, capsys, model, f"data={tmp_path / 'plain.txt'}")
     assert "split" in bad(tmp_path, capsys, model, f"data={zoo['data']}", "split=test")
     assert "valid keys" in bad(tmp_path, capsys, model, f"data={zoo['data']}", "epochs=3")
 
