@@ -274,12 +274,11 @@ def list_all() -> None:
         print(f"{title}:")
         for k, v in table.items():
             print(f"  {k:<14} {v}")
-    from bnexp import backends
+    from bnexp import backends, manifest
 
     print("Keras 3 backends (backend=NAME, semantics=keras3) and releases (keras_version=3.x.y):")
     print("\n".join(backends.list_lines()))
-    sweeps = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
-    print(f"sweeps (sweep=NAME): {', '.join(sweeps)}")
+    print(f"sweeps (sweep=NAME): {', '.join(manifest.sweep_names())}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,9 +64,11 @@ def closure(starts: list[Path], root: Path = ROOT) -> list[Path]:
         if path in seen:
             continue
         seen.add(path)
+        names = imported_names(path, root)
         package = path.relative_to(root).with_suffix("").parts[:-1]
-        names = imported_names(path, root) | {".".join(package)} if package else imported_names(path, root)
-        for name in names:  # its own package's __init__ files run before it, too
+        if package:  # its own package's __init__ files run before it, too
+            names.add(".".join(package))
+        for name in names:
             parts = name.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py too
                 found = module_file(".".join(parts[:i]), root)

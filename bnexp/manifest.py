@@ -14,9 +14,15 @@ import json
 import os
 from pathlib import Path
 
+from bnexp import CONFIG_DIR
 from bnexp.atomic import write_text
 
 DEFAULT = "reference"
+
+
+def sweep_names() -> list[str]:
+    """The sweeps there are: configs/sweep/<name>.yaml."""
+    return sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
 
 
 def path(results_dir: str | os.PathLike, sweep_name: str) -> Path:

@@ -131,7 +131,7 @@ def records(root: Path, sweep: str | None) -> tuple[str, dict | None, pd.DataFra
     if name == ALL:
         return name, None, everything, everything.iloc[0:0], []
     data = manifest.read(root, name)
-    known = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
+    known = manifest.sweep_names()
     if data is None and name not in known:  # no such sweep at all: never advise running it
         have = ", ".join(manifest.all_manifests(root)) or "none"
         raise UserError(f"unknown sweep {name!r}; sweeps: {', '.join(known)} (with a manifest in {root}: {have}); "

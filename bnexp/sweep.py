@@ -60,21 +60,17 @@ def _split(argv: list[str]) -> tuple[dict, list[str]]:
         else:
             rest.append(a)
     if not opts["sweep"]:  # never a default: a bare `bnexp sweep` would start hours of runs nobody asked for
-        raise UserError(f"bnexp sweep needs sweep=NAME: pass sweep={'|'.join(_sweep_names())} (quick: every "
+        raise UserError(f"bnexp sweep needs sweep=NAME: pass sweep={'|'.join(manifest.sweep_names())} (quick: every "
                         f"scenario's smoke grid; reference: the committed reference; frameworks: Keras 3 backends "
                         f"and releases)")
     return opts, rest
-
-
-def _sweep_names() -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))
 
 
 def default_results_dir(sweep_name: str, extra: list[str]) -> list[str]:
     """`extra` plus the sweep's own `results_dir` (the reference sweep: the committed results/) unless the
     user chose a folder; every other sweep writes where single runs do (paths.results_dir's default)."""
     chosen = any(e.startswith("paths.results_dir=") for e in extra) or "BNEXP_RESULTS" in os.environ
-    if chosen or sweep_name not in _sweep_names():  # an unknown sweep: plan() says so
+    if chosen or sweep_name not in manifest.sweep_names():  # an unknown sweep: plan() says so
         return extra
     own = OmegaConf.load(CONFIG_DIR / "sweep" / f"{sweep_name}.yaml").get("results_dir")
     return extra if own is None else [*extra, f"paths.results_dir={own}"]
@@ -83,9 +79,9 @@ def default_results_dir(sweep_name: str, extra: list[str]) -> list[str]:
 def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tuple[dict, dict[str, list[str]], list[Point], str]:
     """(sweep config, per-scenario multirun overrides, every grid point with its run id, results folder),
     all validated."""
-    if sweep_name not in _sweep_names():
-        raise UserError(f"unknown sweep {sweep_name!r}{config_check._hint(sweep_name, _sweep_names())}; "
-                        f"valid: {', '.join(_sweep_names())} (cannot compose sweep={sweep_name})")
+    if sweep_name not in manifest.sweep_names():
+        raise UserError(f"unknown sweep {sweep_name!r}{config_check._hint(sweep_name, manifest.sweep_names())}; "
+                        f"valid: {', '.join(manifest.sweep_names())} (cannot compose sweep={sweep_name})")
     sweep = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "sweep" / f"{sweep_name}.yaml"))
     grids = sweep["grids"]
     if scenarios is not None and not scenarios:
