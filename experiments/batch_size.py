@@ -10,7 +10,9 @@ measure accuracy
   - with the moving statistics Keras kept (inference mode: what a user gets),
   - with batch statistics, in eval batches of `probe.eval_batch_size`, and in batches of the training
     batch size (the normalization the model was trained under),
-  - with precise-BN population statistics recomputed after training (R1).
+  - with precise-BN population statistics recomputed after training (R1), in batches of
+    probe.precise_batch_size (`acc_test_precise`) and in batches of the training batch size
+    (`acc_test_precise_trainbs`: the variance estimate the model was trained with, C12's concern).
 If R1 brings a small-batch BN model back to its large-batch accuracy, the loss sat in the inference
 statistics; if it does not, training itself suffered (noisy batch statistics, and a model fitted to them).
 Steps, fit seconds and steps/s record what tiny batches cost.
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-from bnexp.toolkit import models, probes, protocol
+from bnexp.toolkit import data, models, precise_bn, probes, protocol
 
 
 def run(cfg, ctx) -> dict:
@@ -39,9 +41,20 @@ def run(cfg, ctx) -> dict:
     bns = models.batch_norm_layers(model)
     if bns:
         out["acc_test_batchstats_trainbs"] = probes.accuracy(model, d.x_test, d.y_test, True, batch_size)
+        out["acc_test_precise_trainbs"] = probes.accuracy_precise(
+            model, d.x_test, d.y_test, precise_at_training_batch_size(cfg, model, d), batch_size=int(cfg.probe.eval_batch_size))
         out.update(group_sizes(bns, batch_size))
     out["acc_test_inference"] = out["acc_test_precise"] if bns else out["acc_test_moving"]
     return out
+
+
+def precise_at_training_batch_size(cfg, model, d) -> precise_bn.Recompute:
+    """R1 statistics recomputed in batches of the training batch size (probe.precise_batches of them): the
+    per-batch variances average the same biased estimate the model was normalized with in training, where
+    acc_test_precise recomputes them at probe.precise_batch_size (issue #26: report both)."""
+    stream = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), int(cfg.probe.precise_batches),
+                                int(cfg.seed) + 10_000)
+    return precise_bn.population_stats(model, stream)
 
 
 def group_sizes(bn_layers, batch_size: int) -> dict:

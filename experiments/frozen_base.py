@@ -34,7 +34,10 @@ Measured, all on target data:
 - accuracy: at fit time (what the progress bar shows, `acc_train_fit`), with `evaluate()` on training
   and test data (`acc_train_eval`, `acc_test_eval`), and the batch-statistics / moving-statistics /
   precise-BN (R1) decomposition of bnexp.toolkit.protocol.decompose; `fit_eval_gap` = acc_train_fit -
-  acc_train_eval is the "high train, low test" symptom with overfitting taken out;
+  acc_train_eval is the "high train, low test" symptom as the progress bar shows it (acc_train_fit is a
+  running mean over the fit's last steps, so it lags the model); the rules read the same symptom without
+  the lag, after fit on the same training images: acc_train_batchstats (the model called as fit calls it,
+  training=True, which a frozen TF2 BN layer still runs in inference mode) - acc_train_moving;
 - distance between the base's moving statistics and the target data's population statistics,
   before (`stat_dist_before`) and after (`stat_dist_after`) fine-tuning: mean over BN layers of
   mean |moving_mean - pop_mean| / pop_std (per layer: `before.<layer>.mean_err`, `stat.<layer>...`);
@@ -110,6 +113,9 @@ def base_spec(cfg, ctx) -> dict:
 def pretrain(cfg, ctx) -> tuple[list[np.ndarray], dict]:
     """Train the full model on the source task; its weights and how well it does there."""
     src = load(cfg, ctx, "source")
+    if int(cfg.get("verbose", 0)):  # the progress lines below are the base's, not the run's fine-tuning
+        print(f"pretraining the base on the source task: {int(cfg.transfer.pretrain_steps)} steps "
+              f"(once per semantics and seed, then cached)", flush=True)
     ctx.fw.set_seed(int(cfg.seed))
     model = protocol.build_model(cfg, ctx, src, bn_training=None)
     fit = protocol.train(cfg, ctx, model, src, int(cfg.transfer.pretrain_steps), seed_offset=500,
@@ -216,6 +222,8 @@ def run(cfg, ctx) -> dict:
         population = protocol.precise_stats(cfg, model, target, batches=int(t.dist_batches), seed_offset=20_000)
         out.update(probes.stat_distance(model, population, "before"))
 
+    if int(cfg.get("verbose", 0)):
+        print(f"fine-tuning on the target task: {int(cfg.train.batches)} steps", flush=True)
     out.update(fine_tune(cfg, ctx, model, target, int(cfg.train.batches), float(cfg.train.lr), seed_offset=1))
     out["batch_dependence"] = probes.batch_dependence(model, target.x_test, False)
     if cfg.base.trainable and cfg.base.training is None and cfg.base.flag_style == "functional":
