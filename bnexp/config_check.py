@@ -4,7 +4,8 @@ the bad value and what is valid.
 `compose` turns command-line overrides into the resolved configs of every run they ask for (unknown keys and
 config-group options are caught here, with a "did you mean", instead of Hydra's `+key` advice); `validate`
 checks one resolved config: names, numbers (finite, in range), sizes and class ids against the dataset, the
-scenario's declared `scenario.allowed` choices, and the paths.
+scenario's declared `scenario.allowed` choices, the paths, and that each dataset the run loads is on this
+machine or can be downloaded (`check_dataset`, which `bnexp doctor data=NAME` uses too).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import itertools
 import math
 import numbers
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from bnexp import CONFIG_DIR, backends
+from bnexp import CONFIG_DIR, backends, network
 from bnexp.errors import UserError
 from bnexp.names import (DATASET_SIZES, DATASETS, DEVICES, FLAG_STYLES, MODELS, NORMS, OPTIMIZERS, SCALINGS,
                          SEMANTICS, SHIFTS)
@@ -294,6 +296,117 @@ def _writable_cache(folder: str) -> None:
                         f"paths.cache_dir=... or BNEXP_CACHE=...") from None
 
 
+# ---------------------------------------------------------------- is the dataset here?
+
+# Where a dataset's images come from is decided by bnexp.toolkit.data.load and its _load_uncached (the training
+# side: fingerprinted, and the parent side never imports bnexp.toolkit). This mirrors that rule on disk, with no
+# TensorFlow or tensorflow_datasets import, so that a missing dataset ends in one line before a run's child or
+# the doctor's child starts TensorFlow. In the loader's order: (1) the .npz cache paths.cache_dir/data/NAME.npz,
+# (2) for fashion_mnist only, the IDX files' folder data.raw_dir, (3) a prepared copy in the TFDS data dir,
+# (4) a TFDS download, when the dataset's host answers within the loader's timeout.
+# tests/test_config_check.py::test_the_data_rule_agrees_with_the_loader_and_tfds checks that the two agree.
+DOWNLOAD_HOSTS = {"fashion_mnist": "storage.googleapis.com", "mnist": "storage.googleapis.com",
+                  "cifar10": "www.cs.toronto.edu"}  # bnexp.toolkit.data.DOWNLOAD_HOSTS
+DOWNLOAD_TIMEOUT_S = 3.0  # bnexp.toolkit.data.load's download_timeout_s
+_TFDS_VERSION = re.compile(r"\.".join([r"(?:\d|[1-9]\d*)"] * 3))  # a TFDS variant folder: x.y.z (tfds.core.Version)
+
+
+def tfds_data_dir(given) -> Path:
+    """The TFDS data dir tfds.builder(name, data_dir=given) reads: `given` as is, else $TFDS_DATA_DIR or
+    ~/tensorflow_datasets (tensorflow_datasets.core.constants.get_default_data_dir, user-expanded)."""
+    if given is not None:
+        return Path(str(given))
+    return Path(os.environ.get("TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets"))).expanduser()
+
+
+def tfds_prepared(name: str, given_dir) -> bool:
+    """A prepared TFDS copy: DIR/NAME/VERSION/dataset_info.json (TFDS' DatasetBuilder.is_prepared). Any version
+    counts: which one the installed TFDS reads only TFDS knows, so a copy of another version passes here and
+    the run says so, as it did before this check."""
+    folder = tfds_data_dir(given_dir) / name
+    try:
+        return any(_TFDS_VERSION.fullmatch(v.name) and (v / "dataset_info.json").is_file() for v in folder.iterdir())
+    except OSError:  # no such folder, or not readable
+        return False
+
+
+def data_cache(name: str, cache_dir) -> Path:
+    """bnexp.toolkit.data.load's .npz cache of `name` under paths.cache_dir."""
+    return Path(cache_dir).expanduser() / "data" / f"{name}.npz"
+
+
+def data_on_disk(name: str, raw_dir, given_tfds_dir, cache_dir) -> bool:
+    """Can bnexp.toolkit.data.load read `name` without the network?"""
+    if cache_dir and data_cache(name, cache_dir).exists():
+        return True
+    if name == "fashion_mnist" and raw_dir and Path(raw_dir).is_dir():
+        return True
+    return tfds_prepared(name, given_tfds_dir)
+
+
+@lru_cache(maxsize=None)
+def _host_answers(host: str) -> bool:
+    """Asked once per process: a sweep validates hundreds of configs."""
+    return network.reachable(host, DOWNLOAD_TIMEOUT_S)
+
+
+@lru_cache(maxsize=None)
+def _default_raw_dir(name: str):
+    """data.raw_dir of the config group data=NAME."""
+    import yaml
+
+    return (yaml.safe_load((CONFIG_DIR / "data" / f"{name}.yaml").read_text()) or {}).get("raw_dir")
+
+
+def check_dataset(key: str, name: str, raw_dir, given_tfds_dir, cache_dir, doctor: bool = False) -> None:
+    """Raise UserError, one line, if dataset `name` (given as `key`=name) is neither on this machine nor
+    downloadable now; say which datasets are here (and, for the doctor, the other kinds of data= it takes)."""
+    if data_on_disk(name, raw_dir, given_tfds_dir, cache_dir) or _host_answers(DOWNLOAD_HOSTS[name]):
+        return
+    where = f"not prepared in the TFDS data dir {tfds_data_dir(given_tfds_dir)}, not cached as " \
+            f"{data_cache(name, cache_dir)}"
+    if name == "fashion_mnist":
+        where += f", data.raw_dir {raw_dir} is not a folder" if raw_dir else ", no data.raw_dir"
+    here = [n for n in DATASETS if data_on_disk(n, _default_raw_dir(n), given_tfds_dir, cache_dir)]
+    if doctor:
+        valid = f"valid here: {', '.join(here) + ' (datasets on this machine), ' if here else ''}an .npz file " \
+                f"(x, optional y) or an image folder"
+    else:
+        valid = f"datasets on this machine: {', '.join(here) or 'none'}"
+    if name == "fashion_mnist":
+        fix = "install Debian's package dataset-fashion-mnist (make setup does)" + \
+              ("" if doctor else " or point data.raw_dir= at a folder with the four IDX files")
+    else:
+        fix = f"prepare {name} once where the network is open (tfds.builder('{name}').download_and_prepare()) and " \
+              f"point {'TFDS_DATA_DIR' if doctor else 'data.tfds_data_dir= (or TFDS_DATA_DIR)'} at that TFDS data dir"
+    raise UserError(f"{key}={name} is not on this machine ({where}) and {DOWNLOAD_HOSTS[name]} is not reachable to "
+                    f"download it; {valid}; or {fix}")
+
+
+def _datasets(cfg: dict) -> list[tuple[str, str, str | None]]:
+    """(key, dataset, raw_dir) of each dataset a run loads: data.name; for frozen_base (a `transfer` node) its
+    transfer.source and transfer.target instead. data.raw_dir goes with data.name only
+    (bnexp.toolkit.data.from_config)."""
+    data = cfg["data"]
+    transfer = cfg.get("transfer")
+    if isinstance(transfer, dict) and "source" in transfer and "target" in transfer:
+        names = [("transfer.source", transfer["source"]), ("transfer.target", transfer["target"])]
+    else:
+        names = [("data", data["name"])]
+    out = []
+    for key, name in names:
+        same = name == data["name"]
+        entry = ("data" if same else key, name, data.get("raw_dir") if same else None)
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
+def _available(cfg: dict) -> None:
+    for key, name, raw_dir in _datasets(cfg):
+        check_dataset(key, name, raw_dir, cfg["data"].get("tfds_data_dir"), cfg["paths"]["cache_dir"])
+
+
 # `scenario.allowed` rules: a list of values, or a mapping {min, max, above, below, integer, also, multiple_of};
 # either can hold only for some settings: {when: {key: value or [values]}, values: <rule>}.
 def _describe(rule) -> str:
@@ -412,4 +525,5 @@ def validate(cfg: dict) -> None:
     _representable({k: v for k, v in cfg.items() if k not in ("hydra", "scenario", "sweep")})
     _allowed(cfg, scenario)
     _paths(cfg)
+    _available(cfg)  # after the cheap checks: it may ask the network
     backends.check(cfg)  # backend and keras_version last: a pinned release may be installed into the cache

@@ -199,8 +199,11 @@ def inspect_data(args: dict, shape, classes) -> dict:
             raise UserError(f"doctor: data.scaling={scaling!r}; valid: {', '.join(SCALINGS)}")
         config["scaling"] = scaling
         paths = OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml")
-        return {**spec, "kind": "dataset", "config": config, "split": split,
-                "cache_dir": str(Path(str(paths.cache_dir)).expanduser())}
+        cache_dir = str(Path(str(paths.cache_dir)).expanduser())
+        from bnexp.config_check import check_dataset  # on disk or downloadable, else one line before TensorFlow
+
+        check_dataset("data", source, config.get("raw_dir"), config.get("tfds_data_dir"), cache_dir, doctor=True)
+        return {**spec, "kind": "dataset", "config": config, "split": split, "cache_dir": cache_dir}
     if args["split"] is not None:
         raise UserError(f"doctor: split= applies to dataset names ({', '.join(DATASETS)}), not to data={source}")
     if p.is_dir():

@@ -262,3 +262,157 @@ def test_write_tests_leave_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="paths.cache_dir=.* is not a writable folder"):
         _writable_cache(str(tmp_path / "had" / "cache"))
     assert list((tmp_path / "had").iterdir()) == []  # its own folder is kept, nothing in it
+
+
+# ---------------------------------------------------------------- a dataset that is not on this machine (issue #28)
+
+# The CLI with the network answering nothing (the test must not depend on this machine's network), then one
+# stdout line saying whether TensorFlow was imported: a missing dataset must be refused before it starts.
+OFFLINE_CLI = ("import atexit, sys; import bnexp.network; bnexp.network.reachable = lambda *a, **k: False; "
+               "atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in sys.modules)); "
+               "from bnexp.cli import main; main()")
+MISSING_DATA_S = 5  # the check reads a few folders; TensorFlow's start-up alone takes 12-26 s on 2 busy cores
+
+
+def _keras_file(path):
+    """A .keras file of built-in layers, as far as the doctor's parent reads one (config and metadata)."""
+    import json
+    import zipfile
+
+    def layer(cls, **config):
+        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "config": config}
+
+    config = {"module": "keras", "class_name": "Sequential", "registered_name": None,
+              "config": {"name": "m", "layers": [layer("InputLayer", batch_shape=[None, 32, 32, 3], name="input"),
+                                                 layer("BatchNormalization", name="bn"),
+                                                 layer("Flatten", name="flatten"),
+                                                 layer("Dense", units=10, name="dense")]}}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+    return path
+
+
+@pytest.mark.parametrize("argv,key,name", [
+    (["doctor", "data=cifar10"], "data", "cifar10"),
+    (["doctor", "data=mnist", "split=test"], "data", "mnist"),
+    (["run", "data=cifar10"], "data", "cifar10"),
+    (["run", "data.name=mnist"], "data", "mnist"),
+    (["run", "data.name=cifar10", "model=resnet_tiny"], "data", "cifar10"),
+    (["run", "scenario=frozen_base", "transfer.source=mnist"], "transfer.source", "mnist"),
+])
+def test_a_dataset_not_on_this_machine_is_one_line_before_tensorflow(tmp_path, argv, key, name):
+    """An empty TFDS data dir and data cache, no network: one line naming the key, the dataset, where it was
+    looked for and what is valid here; exit 2 in seconds, before TensorFlow, nothing written."""
+    import subprocess
+    import sys
+
+    from bnexp.config_check import DOWNLOAD_HOSTS
+
+    (tmp_path / "tfds").mkdir()
+    if argv[0] == "doctor":
+        argv = [*argv, f"model={_keras_file(tmp_path / 'm.keras')}", f"out={tmp_path / 'out'}"]
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds"), "BNEXP_CACHE": str(tmp_path / "cache"),
+           "BNEXP_RESULTS": str(tmp_path / "results")}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", OFFLINE_CLI, *argv], capture_output=True, text=True, timeout=120,
+                          env=env)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "tensorflow imported: False", proc.stdout
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(
+        f"bnexp: error: {key}={name} is not on this machine (not prepared in the TFDS data dir {tmp_path / 'tfds'}, "
+        f"not cached as {tmp_path / 'cache' / 'data' / name}.npz) and {DOWNLOAD_HOSTS[name]} is not reachable "
+        f"to download it; "), line
+    valid = line.split("reachable to download it; ", 1)[1]
+    here = valid.split(";")[0]
+    assert name not in here.split(": ", 1)[1].replace(",", " ").split()  # not listed as on this machine
+    if argv[0] == "doctor":
+        assert "an .npz file (x, optional y) or an image folder" in here and "TFDS_DATA_DIR" in valid
+    else:
+        assert here.startswith("datasets on this machine: ") and "data.tfds_data_dir=" in valid
+    assert f"tfds.builder('{name}').download_and_prepare()" in valid
+    assert elapsed < MISSING_DATA_S, elapsed
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("results/runs/*/*"))
+
+
+def test_where_a_dataset_is_on_disk(tmp_path, monkeypatch):
+    """bnexp.toolkit.data.load's sources, read on disk: the .npz cache, fashion_mnist's IDX folder, a prepared
+    TFDS copy (DIR/NAME/x.y.z/dataset_info.json) in data.tfds_data_dir, else $TFDS_DATA_DIR."""
+    from bnexp.config_check import data_on_disk, tfds_data_dir, tfds_prepared
+
+    tfds, cache = tmp_path / "tfds", tmp_path / "cache"
+    assert not data_on_disk("cifar10", None, str(tfds), str(cache))
+    (cache / "data").mkdir(parents=True)
+    (cache / "data" / "cifar10.npz").write_bytes(b"")  # a damaged cache is rebuilt by the loader: it counts
+    assert data_on_disk("cifar10", None, str(tfds), str(cache))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    assert data_on_disk("fashion_mnist", str(raw), str(tfds), None)
+    assert not data_on_disk("mnist", str(raw), str(tfds), None)  # data.raw_dir is read for fashion_mnist only
+    assert not data_on_disk("fashion_mnist", str(tmp_path / "nowhere"), str(tfds), None)
+    (tfds / "mnist" / "3.0.1").mkdir(parents=True)
+    assert not tfds_prepared("mnist", str(tfds))  # a folder TFDS is still writing has no dataset_info.json yet
+    (tfds / "mnist" / "incomplete.ABC123_3.0.1").mkdir()
+    (tfds / "mnist" / "incomplete.ABC123_3.0.1" / "dataset_info.json").write_text("{}")
+    assert not tfds_prepared("mnist", str(tfds))
+    (tfds / "mnist" / "3.0.1" / "dataset_info.json").write_text("{}")
+    assert tfds_prepared("mnist", str(tfds)) and data_on_disk("mnist", None, str(tfds), None)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tfds))
+    assert tfds_data_dir(None) == tfds and tfds_prepared("mnist", None)
+    monkeypatch.delenv("TFDS_DATA_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tfds_data_dir(None) == tmp_path / "home" / "tensorflow_datasets"
+
+
+def test_the_data_rule_agrees_with_the_loader_and_tfds(tmp_path, monkeypatch):
+    """config_check mirrors bnexp.toolkit.data.load (hosts, timeout, cache file) and TFDS' own idea of a prepared
+    dataset and of its data dir (given, else $TFDS_DATA_DIR), asked of tensorflow_datasets in a fresh process
+    (it reads $TFDS_DATA_DIR once, when imported): every dataset, before and after its variant folder is written."""
+    import inspect
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from bnexp import config_check
+    from bnexp.names import DATASETS
+    from bnexp.toolkit import data
+
+    assert config_check.DOWNLOAD_HOSTS == data.DOWNLOAD_HOSTS
+    assert inspect.signature(data.load).parameters["download_timeout_s"].default == config_check.DOWNLOAD_TIMEOUT_S
+    cache = tmp_path / "cache"
+    config_check.data_cache("cifar10", cache).parent.mkdir(parents=True)
+    np.savez(config_check.data_cache("cifar10", cache),
+             **{k: np.zeros((2, 1), np.uint8 if k.startswith("x") else np.int64) for k in data.IDX_FILES})
+    assert data.load("cifar10", cache_dir=cache).x_train.shape == (2, 1)  # the very file the loader reads
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env"))
+    given = str(tmp_path / "given")
+    ours_before = {(name, g): config_check.tfds_prepared(name, g) for name in DATASETS for g in (None, given)}
+    script = """
+import json, sys
+from pathlib import Path
+import tensorflow_datasets as tfds
+rows = []
+for name in sys.argv[2].split(","):
+    for given in (None, sys.argv[1]):
+        builder = tfds.builder(name, data_dir=given)
+        row = [name, given, str(builder.data_dir_root), builder.is_prepared()]
+        variant = Path(builder.data_dir)
+        variant.mkdir(parents=True)
+        (variant / "dataset_info.json").write_text(json.dumps({"name": name, "version": str(builder.version)}))
+        rows.append(row + [tfds.builder(name, data_dir=given).is_prepared()])
+print(json.dumps(rows))
+"""
+    proc = subprocess.run([sys.executable, "-c", script, given, ",".join(DATASETS)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == 2 * len(DATASETS)
+    for name, g, root, before, after in rows:
+        assert str(config_check.tfds_data_dir(g)) == root, (name, g)
+        assert (before, after) == (False, True), (name, g)
+        assert ours_before[(name, g)] == before and config_check.tfds_prepared(name, g) == after, (name, g)
