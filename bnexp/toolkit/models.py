@@ -11,6 +11,7 @@ flag_style:
 from __future__ import annotations
 
 import contextlib
+import sys
 
 from bnexp.errors import UserError
 from bnexp.names import FLAG_STYLES, MODELS, NORM_LAYERS, NORMS
@@ -39,9 +40,33 @@ def norm_layer(fw, norm: str, momentum: float, epsilon: float, name: str, rank: 
     raise UserError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
 
 
+# Where each flavour keeps its BatchNormalization classes: (module, attribute path). tf-keras' SyncBatchNormalization
+# sits in layers.experimental (and in layers in some releases); its V1 class (keras2_v1) only in its source module.
+_BN_CLASSES = (("keras", "layers.BatchNormalization"),
+               ("tf_keras", "layers.BatchNormalization"),
+               ("tf_keras", "layers.SyncBatchNormalization"),
+               ("tf_keras", "layers.experimental.SyncBatchNormalization"),
+               ("tf_keras.src.layers.normalization.batch_normalization_v1", "BatchNormalization"))
+
+
+def _batch_norm_classes() -> tuple:
+    """The BatchNormalization classes of the flavours imported in this process: looked up in sys.modules, never
+    imported (importing a flavour would start it, and one process holds one flavour)."""
+    found = []
+    for module, path in _BN_CLASSES:
+        obj = sys.modules.get(module)
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+        if isinstance(obj, type):
+            found.append(obj)
+    return tuple(found)
+
+
 def is_batch_norm(layer) -> bool:
-    """True for BatchNormalization of any flavour (including renorm)."""
-    return type(layer).__name__ == "BatchNormalization"
+    """True for BatchNormalization of any flavour (including renorm), and for subclasses of it (users' own,
+    tf-keras' SyncBatchNormalization); the class-name test keeps any other class called BatchNormalization
+    (tf.compat.v1.layers') counting, as it always did."""
+    return type(layer).__name__ == "BatchNormalization" or isinstance(layer, _batch_norm_classes())
 
 
 def _sequential_layers(fw, name, norm, momentum, epsilon, norm_layers="conv_dense"):
@@ -190,11 +215,26 @@ def to_numpy(tensor, dtype=None):
 
 
 def batch_norm_layers(model) -> list:
-    """Every BatchNormalization layer in `model`, nested models included, in call order."""
-    found = []
-    for layer in getattr(model, "layers", []):
-        if is_batch_norm(layer):
-            found.append(layer)
-        elif hasattr(layer, "layers"):
-            found.extend(batch_norm_layers(layer))
+    """Every BatchNormalization layer in `model`, each once, in call order: nested models included, and BN held
+    by custom layers (as an attribute, or in a list or dict attribute) at any depth.
+
+    Depth-first through each layer's `.layers` (a model's own order, as before), then whatever else Keras
+    tracks as its direct sublayers (`_flatten_layers(recursive=False)`, Keras 3 and tf-keras alike). The walk
+    is our own: Keras 3's recursive `_flatten_layers` visits a nested layer's sublayers in reverse order. Inside
+    a custom layer the order is the one Keras tracks: attribute assignment (tf-keras: a dict's values by key)."""
+    found, seen = [], {id(model)}
+
+    def walk(layer):
+        flatten = getattr(layer, "_flatten_layers", None)
+        tracked = list(flatten(include_self=False, recursive=False)) if flatten else []
+        for sub in [*getattr(layer, "layers", []), *tracked]:
+            if id(sub) in seen:
+                continue
+            seen.add(id(sub))
+            if is_batch_norm(sub):
+                found.append(sub)
+            else:
+                walk(sub)
+
+    walk(model)
     return found
