@@ -15,7 +15,9 @@ corrupted and measured:
 - BN models only: acc_s<k>_n<N>: accuracy with every BN layer's statistics recomputed from the first N
   unlabeled pool images (batches of at most domain_shift.adapt_batch_size, no labels used) for each N in
   domain_shift.adapt_samples; acc_s<k>_adapted is the largest N, gain_s<k> = adapted - source;
-- acc_clean_source (and for BN acc_clean_adapted) on the uncorrupted evaluation part.
+- acc_clean_source (and for BN acc_clean_adapted) on the uncorrupted evaluation part;
+- acc_s<k>_deployed: the best each norm can do without labels, adapted for BN, source for GN/LN (R2's
+  comparison with normalizations that have nothing to adapt).
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ def run(cfg, ctx) -> dict:
         xe, xp = corrupted(cfg, ctx, (x_eval, pool), dc.kind, sev)
         out[f"acc_{tag}_source"] = probes.accuracy(model, xe, y_eval, False, bs)
         if not models.batch_norm_layers(model):
+            out[f"acc_{tag}_deployed"] = out[f"acc_{tag}_source"]
             continue  # GN/LN: nothing to adapt
         for n in sizes:
             stats = precise_bn.population_stats(model, batches(xp[:n], int(dc.adapt_batch_size)))
             out[f"acc_{tag}_n{n}"] = probes.accuracy_precise(model, xe, y_eval, stats, batch_size=bs)
         out[f"acc_{tag}_adapted"] = out[f"acc_{tag}_n{sizes[-1]}"]
         out[f"gain_{tag}"] = out[f"acc_{tag}_adapted"] - out[f"acc_{tag}_source"]
+        out[f"acc_{tag}_deployed"] = out[f"acc_{tag}_adapted"]
     out["loss_s5_source"] = out["acc_clean_source"] - out["acc_s5_source"]
     out["adapt_pool_size"], out["eval_size"] = len(pool), len(x_eval)
     return out

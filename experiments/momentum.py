@@ -12,8 +12,9 @@ so the weights after B steps are the same for every momentum; only the moving av
 Every BN layer's batch mean and variance are recorded at each step (bnexp.batch_moments), and the
 moving statistics are replayed for each momentum in `momentum.replay` (`exp` = exp(-1/B)). Each
 replayed momentum gets its own columns `m<value>.*`: the momentum, the weight m^B still on the
-initial 0/1, test accuracy with those statistics, the gap to batch statistics and per-layer errors
-against the population statistics. The replay is checked against the layers' own statistics at the
+initial 0/1, test accuracy with those statistics, the gap to precise-BN accuracy (`gap_precise`: what
+the verdicts read) and to batch-statistics accuracy (`gap_test`: transductive, each test batch normalized
+with its own statistics) and per-layer errors against the population statistics. The replay is checked against the layers' own statistics at the
 trained momentum (`replay_check.*`), and `last_batch.*` compares the moving statistics with the last
 training batch's recomputed moments (equal when m = 0).
 """
@@ -46,8 +47,10 @@ def run(cfg, ctx) -> dict:
     }
     moments = recorder.moments()
     out.update(checks(model, moments, initial, momentum))
+    out["gap_precise"] = out["acc_test_precise"] - out["acc_test_moving"]
     for value in replays:
-        out.update(replayed(cfg, model, d, moments, initial, value, population, out["acc_test_batchstats"]))
+        out.update(replayed(cfg, model, d, moments, initial, value, population, out["acc_test_batchstats"],
+                            out["acc_test_precise"]))
     return out
 
 
@@ -78,7 +81,7 @@ def checks(model, moments, initial, momentum) -> dict:
             "last_batch.mean_err": lm, "last_batch.var_rel_err": lv}
 
 
-def replayed(cfg, model, d, moments, initial, value, population, acc_batchstats: float) -> dict:
+def replayed(cfg, model, d, moments, initial, value, population, acc_batchstats: float, acc_precise: float) -> dict:
     """Metrics of the moving statistics that momentum `value` would have produced in this run."""
     steps = len(moments[0][0]) if moments else 0
     m = batch_moments.resolve_momentum(value, int(cfg.train.batches))
@@ -89,7 +92,7 @@ def replayed(cfg, model, d, moments, initial, value, population, acc_batchstats:
         errors = probes.stat_errors(model, population)
     tag = f"m{value}"
     out = {f"{tag}.momentum": m, f"{tag}.init_weight": m ** steps, f"{tag}.acc_test_moving": acc,
-           f"{tag}.gap_test": acc_batchstats - acc,
+           f"{tag}.gap_test": acc_batchstats - acc, f"{tag}.gap_precise": acc_precise - acc,
            f"{tag}.mean_err": float(np.mean([v for k, v in errors.items() if k.endswith(".mean_err")])),
            f"{tag}.var_err": float(np.mean([abs(np.log(v)) for k, v in errors.items() if k.endswith(".var_ratio")]))}
     out.update({f"{tag}.{k}": v for k, v in errors.items()})

@@ -21,10 +21,12 @@ def test_momentum_record_has_the_decomposition(run_cli):
     assert rec["steps"] == rec["recorded_steps"] == 4
     assert math.isclose(rec["init_weight"], 0.9 ** 4)
     assert math.isclose(rec["gap_test"], rec["acc_test_batchstats"] - rec["acc_test_moving"])
+    assert math.isclose(rec["gap_precise"], rec["acc_test_precise"] - rec["acc_test_moving"])
     for tag, m in (("m0.5", 0.5), ("m0.9", 0.9), ("m0.99", 0.99), ("m0.999", 0.999), ("mexp", math.exp(-1 / 4))):
         assert math.isclose(rec[f"{tag}.momentum"], m)
         assert math.isclose(rec[f"{tag}.init_weight"], m ** 4)
         assert math.isclose(rec[f"{tag}.gap_test"], rec["acc_test_batchstats"] - rec[f"{tag}.acc_test_moving"])
+        assert math.isclose(rec[f"{tag}.gap_precise"], rec["acc_test_precise"] - rec[f"{tag}.acc_test_moving"])
         for layer in LAYERS:
             assert rec[f"{tag}.{layer}.var_ratio"] > 0
     # replaying the trained momentum reproduces the layers' own moving statistics bit for bit (Keras 3)
