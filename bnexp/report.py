@@ -23,7 +23,7 @@ from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
 from bnexp import store
 from bnexp.store import Store
-from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, evaluate, labels, mean_ci, sort_key,
+from bnexp.verdicts import (MIN_SEEDS, ClaimVerdict, RuleResult, combine, describe, evaluate, labels, mean_ci, sort_key,
                             tally)
 
 ALL = "all"  # sweep=all: every record in the folder (no planned set)
@@ -66,12 +66,29 @@ def claim_specs(configs: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+NO_RECORDS = "no records of scenario"  # the detail of a rule whose scenario has no records (judged as inconclusive)
+
+
+def labelled_rules(configs: dict[str, dict]) -> dict[str, list[tuple[dict, str]]]:
+    """scenario -> [(rule, label)]: C06/<id>, or C06.<n> numbered per claim across every scenario, so a claim
+    whose rules sit in several scenarios (R1) never has two rules of the same label."""
+    count: dict[str, int] = {}
+    out: dict[str, list[tuple[dict, str]]] = {}
+    for scen, scfg in configs.items():
+        out[scen] = []
+        for rule in scfg.get("verdicts", []) or []:
+            count[rule["claim"]] = count.get(rule["claim"], 0) + 1
+            label = f"{rule['claim']}/{rule['id']}" if rule.get("id") else f"{rule['claim']}.{count[rule['claim']]}"
+            out[scen].append((rule, label))
+    return out
+
+
 def rule_columns(rules: list[dict], df: pd.DataFrame) -> list[str]:
     """The record columns the rules read (an expression's columns, in order)."""
     out = []
     for rule in rules:
         metric = rule["metric"]
-        names = [metric] if metric in df else [t for t in re.split(r"[\s+\-*/()]+", metric) if t in df]
+        names = [metric] if metric in df else [t.strip("`") for t in re.split(r"[\s+\-*/()]+", metric) if t.strip("`") in df]
         out += [c for c in names if c not in out]
     return out
 
@@ -178,20 +195,19 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     specs = claim_specs(configs)
     results: dict[str, list[RuleResult]] = {}
     sections, figure_of = {}, {}
+    rule_labels = labelled_rules(configs)
     for scen, scfg in configs.items():
         df = df_all[(df_all["scenario"] == scen) & default_setup(df_all)] if not df_all.empty else pd.DataFrame()
-        if df.empty:
+        rules = scfg.get("verdicts", []) or []
+        if df.empty:  # its claims' rules are still listed, as unjudged
+            results[scen] = [RuleResult(rule["claim"], label, "inconclusive", describe(rule), rule.get("says", ""),
+                                        rule["metric"], scen, detail=f"{NO_RECORDS} {scen}",
+                                        role=rule.get("role", "evidence"), aspect=str(rule.get("aspect") or ""))
+                             for rule, label in rule_labels[scen]]
             continue
         df = df.dropna(axis=1, how="all")
         _write_csv(df, tables / f"{scen}.csv")
-        rules = scfg.get("verdicts", []) or []
-        count: dict[str, int] = {}
-        mine = []
-        for rule in rules:
-            count[rule["claim"]] = count.get(rule["claim"], 0) + 1
-            label = f"{rule['claim']}/{rule['id']}" if rule.get("id") else f"{rule['claim']}.{count[rule['claim']]}"
-            mine.append(evaluate(df, rule, label, scen))
-        results[scen] = mine
+        results[scen] = [evaluate(df, rule, label, scen) for rule, label in rule_labels[scen]]
         keys = config_keys(scen)
         facs = factors(df, keys)
         wanted = rule_columns(rules, df) + [c for c in (scfg.get("report") or {}).get("metrics", []) if c in df]
@@ -210,6 +226,8 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
     if not (df_all.empty and ignored.empty):  # every record read, strays included, so a rebuild says the same
         write_records(pd.concat([df_all, ignored]), root / RECORDS_FILE)
     claims = _claims(specs, results)
+    judged = {(r.scenario, r.label): r for cv in claims.values() if cv for r in cv.rules}  # as premises gated them
+    results = {scen: [judged.get((scen, r.label), r) for r in rules] for scen, rules in results.items()}
     text = [_header(name, data, df_all, ignored, missing, claims, specs, figure_of, root)]
     for scen, (scfg, df, summ, cols, figs) in sections.items():
         text.append(_section(scen, scfg, df, summ, cols, figs, results[scen], claims, specs, root))
@@ -258,7 +276,9 @@ def _claims(specs: dict, results: dict[str, list[RuleResult]]) -> dict[str, Clai
     for claim in sorted(set(specs) | set(by_claim), key=lambda c: (c.startswith("R"), c)):
         spec = specs.get(claim, {})
         rules = by_claim.get(claim)
-        out[claim] = combine(claim, rules, spec.get("combine", "all"), spec.get("primary")) if rules else None
+        measured = rules and not all(r.detail.startswith(NO_RECORDS) for r in rules)
+        out[claim] = (combine(claim, rules, spec.get("combine", "all"), spec.get("primary"), spec.get("split"))
+                      if measured else None)
     return out
 
 
@@ -330,7 +350,9 @@ def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) ->
         if (scen, claim) in figure_of:
             evidence += f", [figure]({_rel(figure_of[(scen, claim)], root)})"
         rules = f"{cv.combine.split(';')[0]} ({tally(cv.rules)})"
-        cells = [claim, spec.get("text", ""), spec.get("source", ""), f"**{cv.verdict}**" + _brief(cv),
+        tag = " (exploratory: a hypothesis from earlier tables, not a test of a source's claim)" \
+            if spec.get("exploratory") else ""
+        cells = [claim, spec.get("text", ""), spec.get("source", ""), f"**{cv.verdict}**{tag}" + _brief(cv),
                  number, seeds, rules, evidence]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -369,6 +391,10 @@ def _rule_lines(r: RuleResult) -> list[str]:
     if single:
         head += f" Measured {r.groups[0].number()} over {_n(r.groups[0].n_seeds, 'seed')}."
     lines = [head]
+    if np.isfinite(r.resolution):
+        n = min(g.n_seeds for g in r.groups if np.isfinite(g.lo))
+        lines.append(f"  - Power: the widest group's 95% CI is ±{r.resolution:.3g} at {_n(n, 'seed')}: an effect "
+                     f"that far or less from the rule's boundary cannot be settled with these seeds.")
     if r.excluded:
         lines.append(f"  - {r.excluded} selected run(s) failed the precondition and are not evidence.")
     if single:

@@ -10,36 +10,45 @@ A rule is data in a scenario config, written before the sweep runs:
       contrast: {factor: norm, a: bn, b: none}    # optional: metric(a) - metric(b), paired by seed
       compare: ">"                      # the claim holds if the mean is > (or <) the threshold ...
       threshold: 0.5                    # ... and the 95% CI lies entirely on that side
-      margin: 0.005                     # optional: a CI inside threshold +- margin that does not clear the
-                                        #   threshold on the claim's side concludes `not reproduced`
+      margin: 0.005                     # optional: the smallest effect beyond the threshold that counts: the
+                                        #   CI must clear threshold + margin (claim's side) to reproduce, and a
+                                        #   CI entirely short of it concludes `not reproduced` (required with
+                                        #   threshold 0: a consistent one-image effect is no effect)
       by: semantics                     # optional: judge each value (or combination, for a list) apart
       expect: {keras2_v1: holds, keras3: fails, tf_keras: fails}   # optional, with `by`: a predicted split
       precondition: flag_honoured       # optional: rows where this metric is not 1/true are not evidence
+      precondition_arm: a               # optional, with contrast and precondition: only that arm's (a or b) rows
+                                        #   need it (a seed whose arm failed it gives no value)
       baseline: {norm: none}            # optional, with contrast: minus the same contrast on the rows where
                                         #   these factors take these values (the rest of `where` kept), by seed
       require: all                      # optional, with by: one group against the prediction -> not reproduced
       reached: reached_loss             # optional, with contrast: a seed where neither arm reached the event
                                         #   (this column/expression 0 on both sides: both censored) gives no value
       role: precondition                # optional: the claim's precondition (see below), not evidence for it
-      min_seeds: 3                      # optional (default MIN_SEEDS)
+      aspect: predict                   # optional: which entry point / mechanism / part of the claim the rule
+                                        #   tests; the claim's `split` names what aspects differ in (see below)
+      min_seeds: 5                      # optional (default MIN_SEEDS)
 
 Per group and seed the metric is averaged over the selected rows, so every seed counts once; the
-seeds' values give the mean and a Student-t 95% CI. A group is `reproduced` (CI entirely on the claim's
-side), `not reproduced` (CI entirely on the other side, or inside threshold +- margin without clearing the
-threshold on the claim's side: practically no effect beyond it), `inconclusive` (neither, or fewer than
-min_seeds seeds) or `precondition not met` (every row failed the precondition). A rule whose metric is NaN
+seeds' values give the mean and a Student-t 95% CI. With b = threshold + margin (for ">"; threshold - margin
+for "<"; margin 0 by default) a group is `reproduced` (CI entirely beyond b on the claim's side), `not
+reproduced` (CI entirely on the other side of b: no effect of the size the claim needs), `inconclusive`
+(neither, or fewer than min_seeds seeds) or `precondition not met` (every row failed the precondition). A rule whose metric is NaN
 on every selected row is inconclusive with "metric ... not computable from the records"; a settled verdict
 on fewer than CLAIM_SEEDS (5, CLAIMS.md) seeds says so in its detail. A group "holds" when it goes the
 predicted way (reproduced, or not reproduced where `expect` says `fails`).
 
-A rule's verdict: groups whose precondition was not met are listed but decide nothing (all of them:
-`precondition not met`). Of the rest: `reproduced` when every group holds, `not reproduced` when every
-group goes against the prediction, `inconclusive` when every group is unsettled; any other mix where at
-least one group is settled is `depends on <by>`, listing every group as holds / fails / unsettled /
-precondition not met; with `require: all` (a claim "for every B") or `expect` (a predicted split) such a
-mix is `not reproduced` when a group fails, else `inconclusive`. Groups come from the rows the rule's
-`where` selected. The rule's number is its worst group (least support for the prediction), never a pool
-of groups.
+A rule's verdict from its groups' outcomes (holds, fails, unsettled, precondition not met; CLAIMS.md):
+one outcome for every group gives `reproduced`, `not reproduced`, `inconclusive` or `precondition not met`.
+A mix is `depends on <factor>` only when a group holds and another fails or has its precondition unmet (for
+those users the claim's premise is false); the factor named is the one of `by` whose values separate the
+settled groups (every `by` factor if none does alone). Holds or fails beside unsettled groups only is
+`inconclusive`; fails beside precondition not met only is `not reproduced`. With `require: all` (a claim
+"for every B") or `expect` (a predicted split) a failing group makes it `not reproduced`, an unsettled one
+`inconclusive`. The detail lists every group. Groups come from the rows the rule's `where` selected. The
+rule's number is its worst group (least support for the prediction), never a pool of groups; its
+`resolution` is the widest group's CI half-width: an effect beyond b smaller than that cannot be settled
+with the seeds there are.
 
 A `baseline` reads a claim against a control: the per-seed value is the contrast on the rule's rows minus
 the same contrast on the baseline rows (where overridden by `baseline`; a `by` factor that `baseline` does
@@ -48,14 +57,20 @@ model's change over the same batch sizes. Baseline rows are not filtered by `pre
 
 A claim's verdict combines its rules as its scenario config declares (`claim_text`, `combine`): `all`
 (every rule must hold), `any` (one suffices) or `primary` (the named rule decides; the others are
-shown as supporting evidence). Rules with `role: precondition` are not combined: if any of them is
+shown as supporting evidence). With `aspect`s on its rules (a claim with several entry points, mechanisms
+or parts; `split` in claim_text names what they are) `all` combines the rules of each aspect, and aspects
+that disagree make the claim `depends on <split>`, saying where it holds, by the group rule above.
+Rules with `role: precondition` are premises, not evidence. One judged per group (`by`) gates the groups of
+the claim's evidence rules with the same `by`: a group whose premise fails is `precondition not met`, one
+whose premise is unsettled is unsettled. One without `by` (or with another) gates the whole claim: if it is
 `not reproduced` or `precondition not met`, the claim's verdict is `precondition not met` (its evidence
-measured something else, e.g. moving statistics that had not converged), naming that rule; if one is merely
-inconclusive (else), the claim is `inconclusive`; otherwise they are listed beside the evidence.
+measured something else, e.g. moving statistics that had not converged), naming that rule; if it is merely
+inconclusive, the claim is `inconclusive`; otherwise it is listed beside the evidence.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -64,8 +79,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-MIN_SEEDS = 3      # the fewest seeds a group needs for a verdict
-CLAIM_SEEDS = 5    # what CLAIMS.md asks of the reference: a verdict on fewer says so in its detail
+CLAIM_SEEDS = 5    # what CLAIMS.md asks of the reference
+MIN_SEEDS = CLAIM_SEEDS  # the fewest seeds a group needs for a verdict (`min_seeds` overrides it per rule)
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "precondition not met")
 COMBINE = ("all", "any", "primary")
 ROLES = ("evidence", "precondition")
@@ -151,6 +166,7 @@ class Group:
     hi: float = math.nan
     n_seeds: int = 0
     support: float = math.nan  # how far the CI clears the threshold the predicted way (< 0: it does not)
+    values: dict = field(default_factory=dict)  # `by` factor -> this group's value label
 
     @property
     def outcome(self) -> str:
@@ -184,6 +200,21 @@ class RuleResult:
     excluded: int = 0          # selected rows that failed the precondition
     split: bool = False        # the rule predicts an outcome per group (`expect`)
     role: str = "evidence"     # evidence | precondition (of the claim: see combine)
+    by: list[str] = field(default_factory=list)
+    require_all: bool = False  # one failing group decides (`require: all` or `expect`)
+    aspect: str = ""           # the entry point / mechanism / part of the claim the rule tests
+
+    @property
+    def resolution(self) -> float:
+        """The widest group's 95% CI half-width: the smallest effect beyond the threshold these seeds settle."""
+        widths = [(g.hi - g.lo) / 2 for g in self.groups if np.isfinite(g.lo) and np.isfinite(g.hi)]
+        return max(widths) if widths else math.nan
+
+    def regroup(self) -> None:
+        """Verdict and detail again from the groups (after a premise changed some of them)."""
+        detail_tail = self.detail[self.detail.find(" (rests on"):] if " (rests on" in self.detail else ""
+        self.verdict, self.detail = _combine_groups(self.groups, self.by, self.require_all)
+        self.detail += detail_tail
 
     @property
     def key(self) -> Group | None:
@@ -217,7 +248,9 @@ def describe(rule: dict) -> str:
         metric = f"[{metric}] minus the same with {base}"
     text = f"mean over seeds of {metric} {rule['compare']} {rule['threshold']}, 95% CI excluding it"
     if rule.get("margin"):
-        text += f" (inside {rule['threshold']} ± {rule['margin']}: not reproduced)"
+        side = "+" if rule["compare"] == ">" else "-"
+        text = (f"mean over seeds of {metric} {rule['compare']} {rule['threshold']} {side} margin {rule['margin']}, "
+                f"95% CI clear of it (entirely short of it: not reproduced)")
     where = "; ".join(f"{k}={'|'.join(value_label(v) for v in (vals if isinstance(vals, (list, tuple)) else [vals]))}"
                       for k, vals in (rule.get("where") or {}).items())
     if where:
@@ -232,7 +265,9 @@ def describe(rule: dict) -> str:
             by_outcome.setdefault(outcome, []).append(value_label(value))
         text += "; predicted: " + "; ".join(f"{o} for {', '.join(v)}" for o, v in by_outcome.items())
     if rule.get("precondition"):
-        text += f"; rows count only where {rule['precondition']} is true"
+        arm = (f" (in the {rule['contrast']['factor']}={value_label(rule['contrast'][rule['precondition_arm']])} arm)"
+               if rule.get("precondition_arm") else "")
+        text += f"; rows count only where {rule['precondition']} is true{arm}"
     if rule.get("min_seeds", MIN_SEEDS) != MIN_SEEDS:
         text += f"; needs {rule['min_seeds']} seeds"
     if rule.get("role") == "precondition":
@@ -250,6 +285,10 @@ def check_rule(rule: dict, where: str = "") -> None:
         raise ValueError(f"{name}: compare must be '>' or '<', got {rule['compare']!r}")
     if rule.get("margin") is not None and not float(rule["margin"]) > 0:
         raise ValueError(f"{name}: margin must be a number > 0, got {rule['margin']!r}")
+    if rule.get("precondition_arm") not in (None, "a", "b"):
+        raise ValueError(f"{name}: precondition_arm must be 'a' or 'b', got {rule['precondition_arm']!r}")
+    if rule.get("precondition_arm") and not (rule.get("contrast") and rule.get("precondition")):
+        raise ValueError(f"{name}: precondition_arm needs a contrast and a precondition")
     if rule.get("expect"):
         if len(_as_list(rule.get("by"))) != 1:
             raise ValueError(f"{name}: expect needs exactly one `by` factor")
@@ -289,13 +328,27 @@ def _metric(df: pd.DataFrame, expr: str) -> pd.Series:
         return pd.Series(np.nan, index=df.index)
 
 
-def _met(df: pd.DataFrame, precondition: str | None) -> pd.Series:
-    """Rows whose precondition metric is 1/true (all rows without a precondition; none if it is absent)."""
-    if not precondition:
+def _met(df: pd.DataFrame, rule: dict) -> pd.Series:
+    """Rows whose precondition metric is 1/true (all rows without a precondition; with precondition_arm, every
+    row outside the contrast's arm a). A precondition the records lack is an error, not a verdict."""
+    precondition = rule.get("precondition")
+    if not precondition or df.empty:
         return pd.Series(True, index=df.index)
     if precondition not in df:
-        return pd.Series(False, index=df.index)
-    return pd.Series([value_key(v) in (("bool", True), ("num", 1.0)) for v in df[precondition]], index=df.index)
+        raise ValueError(f"rule {rule.get('claim')}/{rule.get('id', '?')}: precondition column {precondition!r} "
+                         f"is not in the records")
+    met = pd.Series([value_key(v) in (("bool", True), ("num", 1.0)) for v in df[precondition]], index=df.index)
+    if rule.get("precondition_arm"):
+        met |= ~_in_arm(df, rule)
+    return met
+
+
+def _in_arm(df: pd.DataFrame, rule: dict) -> pd.Series:
+    """Rows of the contrast arm `precondition_arm` names (every row without one)."""
+    arm, c = rule.get("precondition_arm"), rule.get("contrast") or {}
+    if not arm or c.get("factor") not in df:
+        return pd.Series(True, index=df.index)
+    return _matches(df[c["factor"]], c[arm])
 
 
 def per_seed(rows: pd.DataFrame, rule: dict) -> pd.Series:
@@ -336,25 +389,55 @@ def judge(values: pd.Series, rule: dict, expect: str = "holds", label: str = "")
     """One group's verdict from its per-seed values."""
     mean, lo, hi = mean_ci(values)
     group = Group(label, "inconclusive", expect, mean, lo, hi, len(values))
-    t, margin = float(rule["threshold"]), float(rule.get("margin") or 0)
+    b = boundary(rule)
     if np.isfinite(lo) and np.isfinite(hi):  # how far the CI clears what the predicted outcome needs
-        beyond = lo - t if rule["compare"] == ">" else t - hi     # > 0: CI entirely on the claim's side
-        short = t - hi if rule["compare"] == ">" else lo - t      # > 0: CI entirely on the other side
-        inside = margin - max(abs(lo - t), abs(hi - t)) if margin else -math.inf  # > 0: CI inside the band
-        if expect == "fails":  # a CI clear of the threshold on the claim's side goes against it, margin or not
-            group.support = -beyond if beyond > 0 else max(short, inside)
-        else:
-            group.support = beyond
+        beyond = lo - b if rule["compare"] == ">" else b - hi     # > 0: CI entirely on the claim's side
+        short = b - hi if rule["compare"] == ">" else lo - b      # > 0: CI entirely on the other side
+        group.support = short if expect == "fails" else beyond
     if len(values) < int(rule.get("min_seeds", MIN_SEEDS)) or not np.isfinite(mean):
         return group
-    clears = lo > t if rule["compare"] == ">" else hi < t
-    if margin and not clears and t - margin <= lo and hi <= t + margin:
-        group.verdict = "not reproduced"  # practically equal to the threshold: no effect beyond it
-    elif rule["compare"] == ">":
-        group.verdict = "reproduced" if lo > t else "not reproduced" if hi <= t else "inconclusive"
+    if rule["compare"] == ">":
+        group.verdict = "reproduced" if lo > b else "not reproduced" if hi <= b else "inconclusive"
     else:
-        group.verdict = "reproduced" if hi < t else "not reproduced" if lo >= t else "inconclusive"
+        group.verdict = "reproduced" if hi < b else "not reproduced" if lo >= b else "inconclusive"
     return group
+
+
+def boundary(rule: dict) -> float:
+    """What the CI must clear on the claim's side: the threshold plus the margin (the smallest effect that counts)."""
+    margin = float(rule.get("margin") or 0)
+    return float(rule["threshold"]) + (margin if rule["compare"] == ">" else -margin)
+
+
+SINGLE = {"holds": "reproduced", "fails": "not reproduced", "unsettled": "inconclusive",
+          "precondition not met": "precondition not met"}
+
+
+def combine_outcomes(outcomes: list[str], require_all: bool = False) -> str:
+    """The verdict of a mix of outcomes (holds / fails / unsettled / precondition not met), as CLAIMS.md defines
+    it: "depends" only where the claim holds somewhere and fails, or has its premise unmet, somewhere else."""
+    kinds = set(outcomes)
+    if not kinds:
+        return "inconclusive"
+    if len(kinds) == 1:
+        return SINGLE[kinds.pop()]
+    if require_all:  # a claim for every group (or a predicted split): one group against it decides
+        if "fails" in kinds:
+            return "not reproduced"
+        return "inconclusive" if "unsettled" in kinds else "depends"
+    if "holds" in kinds and kinds & {"fails", "precondition not met"}:
+        return "depends"
+    if "unsettled" in kinds:
+        return "inconclusive"
+    return "not reproduced"  # fails where the premise holds, premise unmet elsewhere: holds nowhere
+
+
+def splitting(groups: list[Group], by: list[str]) -> list[str]:
+    """The `by` factors whose values alone separate the settled groups' outcomes (all of `by` if none does)."""
+    settled = [g for g in groups if g.outcome in ("holds", "fails", "precondition not met")]
+    alone = [f for f in by if all(len({g.outcome for g in settled if g.values.get(f) == v}) == 1
+                                  for v in {g.values.get(f) for g in settled})]
+    return alone or list(by)
 
 
 def _combine_groups(groups: list[Group], by: list[str], require_all: bool = False) -> tuple[str, str]:
@@ -366,19 +449,11 @@ def _combine_groups(groups: list[Group], by: list[str], require_all: bool = Fals
         names = [g.label.split("=", 1)[1] if len(by) == 1 else g.label for g in groups if g.outcome == outcome]
         if names:
             parts.append(f"{outcome} for {', '.join(names)}")
-    # groups whose precondition failed measured something else: they are listed, but decide nothing
-    outcomes = {g.outcome for g in groups} - {"precondition not met"}
-    if not outcomes:
-        return "precondition not met", ""
-    if len(outcomes) == 1:
-        only = outcomes.pop()
-        verdict = {"holds": "reproduced", "fails": "not reproduced", "unsettled": "inconclusive"}[only]
-        return verdict, "; ".join(p for p in parts if p.startswith("precondition not met"))
-    settled = outcomes & {"holds", "fails"}
-    if require_all:  # a claim for every group (or a predicted split): one group against it decides
-        verdict = "not reproduced" if "fails" in outcomes else "inconclusive"
-    else:
-        verdict = f"depends on {', '.join(by)}" if settled else "inconclusive"
+    verdict = combine_outcomes([g.outcome for g in groups], require_all)
+    if verdict == "depends":
+        verdict = f"depends on {', '.join(splitting(groups, by))}"
+    if verdict in SINGLE.values() and len({g.outcome for g in groups}) == 1:
+        return verdict, ""
     return verdict, "; ".join(parts)
 
 
@@ -393,7 +468,9 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
         control = ", ".join(f"{k}={value_label(v)}" for k, v in rule["baseline"].items())
         metric = f"{metric} minus the same with {control}"
     out = RuleResult(rule["claim"], label or rule["claim"], "inconclusive", describe(rule), rule.get("says", ""),
-                     metric, scenario, role=rule.get("role", "evidence"))
+                     metric, scenario, role=rule.get("role", "evidence"), by=by,
+                     require_all=rule.get("require") == "all" or bool(rule.get("expect")),
+                     aspect=str(rule.get("aspect") or ""))
     rows = _select(df, rule.get("where")).reset_index(drop=True)  # unique labels: masks below align by index
     if any(b not in rows for b in by):
         out.detail = f"no column {', '.join(b for b in by if b not in rows)} in the records"
@@ -401,7 +478,7 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
     if not rows.empty and _metric(rows, rule["metric"]).isna().all():
         out.detail = f"metric {rule['metric']} not computable from the records"
         return out
-    met = _met(rows, rule.get("precondition"))
+    met = _met(rows, rule)
     out.excluded = int((~met).sum())
     expect = {value_label(k): v for k, v in (rule.get("expect") or {}).items()}
     out.split = bool(expect)
@@ -412,14 +489,18 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
         part = rows[group_of == name]
         value = name.split("=", 1)[1] if len(by) == 1 else name
         exp = expect.get(value, "") if expect else "holds"
-        if not met[part.index].any():
-            out.groups.append(Group(name, "precondition not met", exp))
+        factor_values = {b: value_label(part.iloc[0][b]) for b in by}
+        judged = met[part.index] & _in_arm(part, rule)
+        if not judged.any():
+            out.groups.append(Group(name, "precondition not met", exp, values=factor_values))
             continue
         values = per_seed(part[met[part.index]], rule)
         if rule.get("baseline"):
             values = (values - per_seed(_baseline_rows(df, rule, by, part.iloc[0]), rule)).dropna()
-        out.groups.append(judge(values, rule, exp, name))
-    out.verdict, out.detail = _combine_groups(out.groups, by, rule.get("require") == "all" or out.split)
+        group = judge(values, rule, exp, name)
+        group.values = factor_values
+        out.groups.append(group)
+    out.verdict, out.detail = _combine_groups(out.groups, by, out.require_all)
     unpredicted = [g.label for g in out.groups if not g.expect]
     if unpredicted:
         out.detail += f" (no predicted outcome for {', '.join(unpredicted)})"
@@ -450,12 +531,57 @@ def _kind(verdict: str) -> str:
     return "depends" if verdict.startswith("depends") else verdict
 
 
-def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str | None = None) -> ClaimVerdict:
+def _gate_groups(gate: RuleResult, rule: RuleResult) -> RuleResult:
+    """`rule` with each group whose premise (the same group of `gate`) failed or is unsettled marked so."""
+    premise = {g.label: g.outcome for g in gate.groups}
+    gated = copy.deepcopy(rule)
+    for g in gated.groups:
+        outcome = premise.get(g.label, "unsettled")
+        if outcome in ("fails", "precondition not met"):
+            g.verdict = "precondition not met"
+        elif outcome == "unsettled" and g.verdict != "precondition not met":
+            g.verdict = "inconclusive"
+    gated.regroup()
+    return gated
+
+
+# `all`: the first of these among the rules decides. A rule that depends (holds for some groups) beside an
+# unsettled one does not show the claim holding anywhere (its other rules are unsettled there): inconclusive.
+ALL_ORDER = ("not reproduced", "precondition not met", "inconclusive", "depends", "reproduced")
+
+OUTCOME_OF = {"reproduced": "holds", "not reproduced": "fails", "inconclusive": "unsettled",
+              "precondition not met": "precondition not met"}
+
+
+def _by_aspect(claim: str, rules: list[RuleResult], split: str) -> tuple[str, str, RuleResult]:
+    """(verdict, detail, deciding rule) over aspects: each aspect's rules combined with `all`, then the aspects'
+    outcomes by the group rule (a depending aspect holds somewhere and fails somewhere)."""
+    aspects: dict[str, list[RuleResult]] = {}
+    for r in rules:
+        aspects.setdefault(r.aspect or "the claim", []).append(r)
+    verdicts = {a: combine(claim, rs, "all") for a, rs in aspects.items()}
+    outcomes = []
+    for v in verdicts.values():
+        outcomes += ["holds", "fails"] if _kind(v.verdict) == "depends" else [OUTCOME_OF[v.verdict]]
+    verdict = combine_outcomes(outcomes)
+    if verdict == "depends":
+        verdict = f"depends on {split}"
+    parts = []
+    for a, v in verdicts.items():
+        parts.append(f"{a}: {v.verdict}" + (f" ({v.deciding.label})" if v.deciding else ""))
+    worst = min(verdicts.values(), key=lambda v: ALL_ORDER.index(_kind(v.verdict)))
+    return verdict, "; ".join(parts), worst.deciding
+
+
+def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str | None = None,
+            split: str | None = None) -> ClaimVerdict:
     """A claim's verdict from its rules' verdicts.
 
-    all: not reproduced if any rule is; else depends if any rule depends; else precondition not met,
-    then inconclusive, if any rule is; else reproduced. any: reproduced if any rule is; else depends,
-    inconclusive, precondition not met, not reproduced in that order. primary: the named rule's verdict.
+    all: not reproduced if any rule is; else precondition not met, inconclusive, depends if any rule is (in
+    that order); else reproduced. With aspects (`split`): per aspect as `all`, then
+    across aspects by the group rule. any: reproduced if any rule is; else depends, inconclusive,
+    precondition not met, not reproduced in that order. primary: the named rule's verdict.
+    Premise rules (role: precondition) first gate the evidence, per group where their `by` matches.
     """
     if how not in COMBINE:
         raise ValueError(f"claim {claim}: combine must be one of {', '.join(COMBINE)}, got {how!r}")
@@ -465,7 +591,11 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
     if not rules:
         out.detail = "no rule"
         return out
-    unmet = [g for g in gates if g.verdict != "reproduced"]
+    per_group = [g for g in gates if g.by and any(r.by == g.by for r in rules)]
+    for gate in per_group:
+        rules = [_gate_groups(gate, r) if r.by == gate.by else r for r in rules]
+    out.rules = [*rules, *gates]
+    unmet = [g for g in gates if g not in per_group and g.verdict != "reproduced"]
     if unmet:  # the evidence measured something else than the claim (or may have): it decides nothing
         failed = [g for g in unmet if g.verdict != "inconclusive"]
         out.deciding = (failed or unmet)[0]
@@ -480,8 +610,12 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
             raise ValueError(f"claim {claim}: primary rule {primary!r} not found among {', '.join(r.label for r in rules)}")
         out.deciding = chosen[0]
         out.combine = f"primary: {chosen[0].label} decides; the other rules are supporting evidence"
+    elif how == "all" and split and len({r.aspect for r in rules}) > 1:
+        out.verdict, out.detail, out.deciding = _by_aspect(claim, rules, split)
+        out.combine = f"all rules of each {split} must hold; {split}s that disagree: depends"
+        return out
     else:
-        order = (("not reproduced", "depends", "precondition not met", "inconclusive", "reproduced") if how == "all"
+        order = (ALL_ORDER if how == "all"
                  else ("reproduced", "depends", "inconclusive", "precondition not met", "not reproduced"))
         kinds = [_kind(r.verdict) for r in rules]
         first = next(k for k in order if k in kinds)
@@ -495,8 +629,12 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
 
 
 def tally(rules: list[RuleResult]) -> str:
-    """'2 reproduced, 1 depends' over a claim's rules."""
-    counts: dict[str, int] = {}
-    for r in rules:
-        counts[_kind(r.verdict)] = counts.get(_kind(r.verdict), 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in counts.items())
+    """'2 reproduced, 1 depends; premises: 1 reproduced' over a claim's rules."""
+    def count(rs):
+        counts: dict[str, int] = {}
+        for r in rs:
+            counts[_kind(r.verdict)] = counts.get(_kind(r.verdict), 0) + 1
+        return ", ".join(f"{n} {k}" for k, n in counts.items())
+    premises = [r for r in rules if r.role == "precondition"]
+    evidence = count([r for r in rules if r.role != "precondition"])
+    return f"{evidence}; premises: {count(premises)}" if premises else evidence

@@ -17,7 +17,7 @@ def _commit(store, rec):
     store.commit(store.begin(rec["scenario"], rec["run_id"]), rec["scenario"], rec["run_id"], rec)
 
 
-def _fixture_store(root, seeds=(0, 1, 2), sweep="reference"):
+def _fixture_store(root, seeds=range(5), sweep="reference"):
     """Momentum runs (with planned ids in a manifest), one failed run, and one stray record outside the plan."""
     store, planned, i = Store(root), [], 0
     for seed in seeds:
@@ -29,6 +29,7 @@ def _fixture_store(root, seeds=(0, 1, 2), sweep="reference"):
                        "train.batches": batches, "data.scaling": scaling, "m0.99.gap_test": gap,
                        "mexp.gap_test": 0.01 * seed, "m0.99.var_err": 1.5, "gap_test": gap,
                        "acc_test_batchstats": 0.8, "acc_test_moving": 0.8 - gap, "acc_test_precise": 0.8,
+                       "m0.99.gap_precise": gap, "mexp.gap_precise": 0.01 * seed, "gap_precise": gap,
                        "fit_s": 1.0 + seed, "tensorflow": "2.x", "keras": "3.x", "device": "cpu"}
                 _commit(store, rec)
                 planned.append(rec["run_id"])
@@ -68,7 +69,7 @@ def test_a_smoke_run_says_so_and_lists_only_its_sweeps(tmp_path):
                                                                "runs": 1, "seconds": 5.0}))
     text = report.build(tmp_path, sweep="quick").read_text()
     top = text.split("## Verdicts")[0]
-    assert "Smoke run: these verdicts mean nothing" in top and "1 seed (a verdict needs at least 3)" in top and "sweep `quick`" in top
+    assert "Smoke run: these verdicts mean nothing" in top and "1 seed (a verdict needs at least 5)" in top and "sweep `quick`" in top
     env = text.split("## Environment")[1]
     assert "sweep `quick`" in env and "sweep `other`" not in env
 
