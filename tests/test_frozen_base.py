@@ -175,3 +175,15 @@ def test_rules_judge_only_the_semantics_they_name():
     flag_rule = [r for r in _rules() if r["claim"] == "C15"][1]
     assert flag_rule["metric"] == "s2_flag_honoured"
     assert [g.outcome for g in evaluate(pd.DataFrame(rows), flag_rule).groups] == ["fails", "holds"]
+
+
+def test_pretraining_progress_is_labelled(tmp_path, cache_dir):
+    """Issue #28: a first run's pretraining progress (verbose=1, in the run's log.txt) says it is the base's, not
+    the run's fine-tuning."""
+    from conftest import TINY
+
+    results = tmp_path / "results"
+    bnexp(["run", *TINY, "scenario=frozen_base", *SMALL, "verbose=1"], results, cache_dir)
+    log = next(results.glob("runs/frozen_base/*/log.txt")).read_text()
+    assert "pretraining the base on the source task: 20 steps (once per semantics and seed, then cached)" in log
+    assert log.index("pretraining the base") < log.index("fine-tuning on the target task: 4 steps")
