@@ -88,7 +88,8 @@ def rule_columns(rules: list[dict], df: pd.DataFrame) -> list[str]:
     out = []
     for rule in rules:
         metric = rule["metric"]
-        names = [metric] if metric in df else [t.strip("`") for t in re.split(r"[\s+\-*/()]+", metric) if t.strip("`") in df]
+        tokens = [t.strip("`") for t in re.split(r"[\s+\-*/()]+", metric)]  # `a.b` quotes a dotted column
+        names = [metric] if metric in df else [t for t in tokens if t in df]
         out += [c for c in names if c not in out]
     return out
 

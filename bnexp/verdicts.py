@@ -33,10 +33,10 @@ Per group and seed the metric is averaged over the selected rows, so every seed 
 seeds' values give the mean and a Student-t 95% CI. With b = threshold + margin (for ">"; threshold - margin
 for "<"; margin 0 by default) a group is `reproduced` (CI entirely beyond b on the claim's side), `not
 reproduced` (CI entirely on the other side of b: no effect of the size the claim needs), `inconclusive`
-(neither, or fewer than min_seeds seeds) or `precondition not met` (every row failed the precondition). A rule whose metric is NaN
-on every selected row is inconclusive with "metric ... not computable from the records"; a settled verdict
-on fewer than CLAIM_SEEDS (5, CLAIMS.md) seeds says so in its detail. A group "holds" when it goes the
-predicted way (reproduced, or not reproduced where `expect` says `fails`).
+(neither, or fewer than min_seeds seeds) or `precondition not met` (every row failed the precondition). A
+rule whose metric is NaN on every selected row is inconclusive with "metric ... not computable from the
+records"; a settled verdict on fewer than CLAIM_SEEDS (5, CLAIMS.md) seeds says so in its detail. A group
+"holds" when it goes the predicted way (reproduced, or not reproduced where `expect` says `fails`).
 
 A rule's verdict from its groups' outcomes (holds, fails, unsettled, precondition not met; CLAIMS.md):
 one outcome for every group gives `reproduced`, `not reproduced`, `inconclusive` or `precondition not met`.
@@ -330,7 +330,7 @@ def _metric(df: pd.DataFrame, expr: str) -> pd.Series:
 
 def _met(df: pd.DataFrame, rule: dict) -> pd.Series:
     """Rows whose precondition metric is 1/true (all rows without a precondition; with precondition_arm, every
-    row outside the contrast's arm a). A precondition the records lack is an error, not a verdict."""
+    row outside that contrast arm too). A precondition the records lack is an error, not a verdict."""
     precondition = rule.get("precondition")
     if not precondition or df.empty:
         return pd.Series(True, index=df.index)
