@@ -336,6 +336,14 @@ def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) ->
               "numbers are mean [95% Student-t CI] over seeds, each seed counted once. The number shown for a "
               "claim is the rule that decides its verdict, at its worst group (the one with the least support for "
               "the prediction), never a pool of groups.", "",
+              "How to read a verdict (CLAIMS.md): `reproduced` / `not reproduced` where every group's interval "
+              "clears the rule's boundary (threshold plus the smallest effect that counts) one way; `depends on X` "
+              "only where the claim holds for some values of X and fails, or has its premise false, for others; "
+              "`inconclusive` where an interval straddles the boundary (including a claim that holds or fails for "
+              "some groups while others are unsettled); `precondition not met` where the premise the claim rests "
+              "on is false (e.g. the framework ignores the flag the claim is about). Each rule's *Power* line gives "
+              "its widest 95% interval half-width: effects closer to the boundary than that cannot be settled "
+              "with these seeds.", "",
               "## Verdicts", "",
               "| claim | in our words | source | verdict | number that carries it [95% CI] | seeds | rules | evidence |",
               "|---|---|---|---|---|---|---|---|"]
