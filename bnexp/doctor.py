@@ -7,7 +7,8 @@ the semantics from the model file (a Keras 3 `.keras` file -> keras3; a tf-keras
 SavedModel folder -> tf_keras), run bnexp.toolkit.diagnose in a child process with that semantics' environment,
 then print the result and write doctor.md beside the child's doctor.json.
 
-Exit codes: 0 no finding of severity error (or no BN layer), 1 at least one, 2 bad input, 3 the doctor failed.
+Exit codes: 0 no finding of severity error (or no BN layer; latent risks never count), 1 at least one, 2 bad
+input, 3 the doctor failed.
 """
 
 from __future__ import annotations
@@ -313,17 +314,33 @@ def run_child(request: dict, out: Path, timeout: float) -> dict:
 # ---------------------------------------------------------------- output
 
 
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
+# Each claim's plain-language title and its section of bnexp's report (the same table as the child's).
+CLAIM_TITLES = {
+    "C01": ("stale moving statistics", "scenario-momentum"),
+    "C03": ("moving statistics never updated", "scenario-training_flag"),
+    "C04": ("BN in training mode at inference", "scenario-training_flag"),
+    "C06": ("frozen BN inside a model that still trains", "scenario-frozen_base"),
+    "C10": ("something else than a variance in the variance slot", "scenario-weights_order"),
+    "C11": ("too few values per channel in a training batch", "scenario-batch_size"),
+    "C15": ("training= fixed when the model was built", "scenario-frozen_base"),
+    "C16": ("a layer whose call() defaults to training=True", "scenario-training_default"),
+    "R1": ("recompute population statistics after training (precise BN)", "scenario-momentum"),
+    "R2": ("BN statistics of another domain", "scenario-domain_shift"),
+}
+REPORT = PACKAGE_DIR.parent / "results" / "report.md"
 
 
-def numbers_text(numbers: dict) -> str:
-    """A finding's numbers, less the accuracies (every report's headline shows them)."""
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in numbers.items() if not k.startswith("acc_"))
+def claim_ref(claim: str) -> str:
+    """`results/report.md#scenario-...`: where bnexp's report measures the claim."""
+    return f"results/report.md#{CLAIM_TITLES[claim][1]}" if claim in CLAIM_TITLES else "results/report.md"
+
+
+def claim_link(claim: str, out: Path) -> str:
+    """A Markdown link from out/doctor.md to the claim's section of bnexp's report on this machine."""
+    if claim not in CLAIM_TITLES:
+        return claim
+    target = os.path.relpath(REPORT, Path(out).resolve()) if REPORT.is_file() else "results/report.md"
+    return f"[{claim}]({Path(target).as_posix()}#{CLAIM_TITLES[claim][1]})"
 
 
 def exit_code(report: dict) -> int:
@@ -331,8 +348,12 @@ def exit_code(report: dict) -> int:
 
 
 def headline(report: dict) -> list[str]:
+    bns = report.get("bn_layers", [])
+    held = sum(bool(v) for v in (report.get("bn_holders") or {}).values())
     lines = [f"model {report['model']} ({report['format']}, semantics {report['semantics']}, Keras "
-             f"{report['keras_version']}); {len(report.get('bn_layers', []))} BN layers"]
+             f"{report['keras_version']}); {len(bns)} BN layers"
+             + (f": {', '.join(bns[:8])}{' ...' if len(bns) > 8 else ''}" if bns else "")
+             + (f" ({held} inside nested models or custom layers)" if held else "")]
     if report.get("trust_model"):
         lines.append("trust_model=true: loaded with Keras' safe_mode off (unsafe deserialization), so code stored in "
                      "the model file was allowed to run")
@@ -344,68 +365,126 @@ def headline(report: dict) -> list[str]:
                      + (f", {d['held_out']} held out for accuracy" if d["labels"] else ", no labels"))
     acc = report.get("accuracy")
     if acc:
-        lines.append(f"accuracy (held out): moving statistics {acc['moving']:.3f} | population statistics "
-                     f"{acc['population']:.3f} | batch statistics {acc['batch']:.3f}")
+        lines.append(f"accuracy (held out): stored moving statistics {acc['moving']:.3f} | population statistics "
+                     f"recomputed on this data {acc['population']:.3f} | batch statistics {acc['batch']:.3f}")
     return lines
 
 
+def groups(findings: list[dict]) -> list[dict]:
+    """Findings of one check that share severity, claim, why and fix, as one group (their `what`s listed)."""
+    out = []
+    for f in findings:
+        key = (f["kind"], f["severity"], f["check"], f["claim"], f["why"], f["fix"])
+        if out and out[-1]["key"] == key:
+            out[-1]["layers"].append(f.get("layer"))
+            out[-1]["whats"].append(f["what"])
+        else:
+            out.append({"key": key, "layers": [f.get("layer")], "whats": [f["what"]], **f})
+    return out
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text + ("" if text.endswith(".") else ".")
+
+
+def title(claim: str) -> str:
+    return CLAIM_TITLES.get(claim, (claim, ""))[0]
+
+
+def fix_lines(fix: dict) -> list[str]:
+    """The recalibrated copy's verdict, in sentences (same text for the terminal and doctor.md)."""
+    how = (f"Population statistics from {fix['calibration_batches']} batches, {fix['mode']}; variance convention "
+           f"{fix['variance']}.")
+    keeps = f"The copy keeps {'; '.join(fix['kept'])}" + (f"; it drops {'; '.join(fix['dropped'])}." if fix["dropped"]
+                                                        else ".")
+    if fix["status"] == "unjudged":
+        return [f"Copy written, NOT JUDGED: {fix['path']} (the data has no labels, so its accuracy could not be "
+                "measured; check it on labelled data before using it).", how, keeps]
+    lo, hi = fix["interval"]
+    measured = (f"held-out accuracy {fix['accuracy_before']:.3f} with the stored statistics, {fix['accuracy_after']:.3f} "
+                f"with the copy's (change {100 * fix['change']:+.1f} points, 95% interval {100 * lo:+.1f} to "
+                f"{100 * hi:+.1f}; {fix['wrong_to_right']} of {fix['held_out']} images wrong -> right, "
+                f"{fix['right_to_wrong']} right -> wrong)")
+    rule = f"Rule: {fix['rule']}."
+    if fix["status"] == "recommended":
+        return [f"Recalibrated copy RECOMMENDED: {fix['path']}: {measured}.", how, keeps, rule]
+    verdict = "the copy is worse" if hi < 0 else "the change is within the noise of this measurement"
+    return [f"Recalibrated copy NOT RECOMMENDED, none written: {measured}: {verdict}.", how, rule]
+
+
 def terminal(report: dict, out: Path) -> str:
-    """The report for a terminal: findings with numbers and fix, then healthy checks one line each."""
+    """The report for a terminal: measured findings, latent risks, healthy checks, the copy's verdict."""
     lines = ["bnexp doctor", *("  " + s for s in headline(report))]
     if report.get("note"):
         lines.append(f"  {report['note']}")
-    wrap = textwrap.TextWrapper(width=110, initial_indent=" " * 6, subsequent_indent=" " * 6)
-    if report.get("findings"):
-        lines.append("findings:")
-        findings = report["findings"]
-        for i, f in enumerate(findings):
-            lines.append(f"  {f['severity'].upper():<8}{f['claim']:<5}{f['check']}"
-                         + (f"  [{f['layer']}]" if f.get("layer") else ""))
-            lines += wrap.wrap(numbers_text(f["numbers"]))
-            if i + 1 == len(findings) or findings[i + 1]["fix"] != f["fix"]:  # one fix per run of like findings
-                lines += wrap.wrap("fix: " + f["fix"])
+    wrap = textwrap.TextWrapper(width=110, initial_indent=" " * 6, subsequent_indent=" " * 8)
+    measured = [f for f in report.get("findings", []) if f.get("kind", "measured") == "measured"]
+    latent = [f for f in report.get("findings", []) if f.get("kind") == "latent"]
+    for heading, items in (("findings (measured on this model, now):", measured),
+                           ("latent risks (not happening now; what a change you may make would do, measured on a "
+                            "temporarily changed copy):", latent)):
+        if not items:
+            continue
+        lines.append(heading)
+        for g in groups(items):
+            layers = [name for name in g["layers"] if name]
+            lines.append(f"  {g['severity'].upper():<8}{g['claim']:<5}{title(g['claim'])}"
+                         + (f"  [{', '.join(layers)}]" if layers else ""))
+            for what in g["whats"]:
+                lines += wrap.wrap("what: " + _sentence(what))
+            lines += wrap.wrap("why: " + _sentence(g["why"]))
+            lines += wrap.wrap("do: " + _sentence(g["fix"]))
     if report.get("healthy"):
-        lines.append("healthy:")
-        lines += [f"  ok      {h['claim']:<5}{h['check']}: {h['summary']}" for h in report["healthy"]]
+        lines.append("healthy (measured):")
+        lines += [f"  ok      {h['claim']:<5}{h['summary']}" for h in report["healthy"]]
     fix = report.get("fix")
     if fix:
-        lines.append(f"recalibrated copy: {fix['path']} (population statistics from {fix['calibration_batches']} "
-                     "batches)" + (f"; held-out accuracy {fix['accuracy_before']:.3f} -> {fix['accuracy_after']:.3f}"
-                                   if "accuracy_after" in fix else ""))
+        lines.append("fix=true:")
+        for text in fix_lines(fix):
+            lines += wrap.wrap(text)
+    used = sorted({f["claim"] for f in report.get("findings", [])} | {h["claim"] for h in report.get("healthy", [])})
+    if used:
+        lines.append("claims (bnexp's measurements of each, in its report):")
+        lines += [f"  {c:<5}{title(c)}: {claim_ref(c)}" for c in used if c in CLAIM_TITLES]
     errors = sum(f["severity"] == "error" for f in report.get("findings", []))
-    warnings = len(report.get("findings", [])) - errors
-    lines.append(f"{errors} error(s), {warnings} warning(s); exit {exit_code(report)}; report: {out / 'doctor.md'}, "
-                 f"{out / 'doctor.json'}")
+    warnings = sum(f["severity"] == "warning" for f in report.get("findings", []))
+    lines.append(f"{errors} error(s), {warnings} warning(s), {len(latent)} latent risk(s); exit {exit_code(report)}; "
+                 f"report: {out / 'doctor.md'}, {out / 'doctor.json'}")
     return "\n".join(lines)
 
 
-def markdown(report: dict) -> str:
-    from tabulate import tabulate
-
+def markdown(report: dict, out: Path | None = None) -> str:
+    out = Path(out or report.get("out") or ".")
     lines = ["# bnexp doctor", "", *(f"- {s}" for s in headline(report)), ""]
     if report.get("note"):
         lines += [report["note"], ""]
-    if report.get("findings"):
-        rows = [[f["severity"], f["claim"], f["check"], f.get("layer") or "", numbers_text(f["numbers"])]
-                for f in report["findings"]]
-        lines += ["## Findings", "", tabulate(rows, ["severity", "claim", "check", "layer", "numbers"],
-                                              tablefmt="github"), "", "Fixes:", ""]
-        seen = []
-        for f in report["findings"]:
-            if (f["check"], f["fix"]) not in seen:
-                seen.append((f["check"], f["fix"]))
-                lines.append(f"- **{f['check']}** ({f['claim']}): {f['fix']}")
-        lines.append("")
+    measured = [f for f in report.get("findings", []) if f.get("kind", "measured") == "measured"]
+    latent = [f for f in report.get("findings", []) if f.get("kind") == "latent"]
+    for heading, items in (("## Findings (measured on this model, now)", measured),
+                           ("## Latent risks (not happening now)", latent)):
+        if not items:
+            continue
+        lines += [heading, ""]
+        if items is latent:
+            lines += ["What a change you may make would do, measured on a temporarily changed copy of the model "
+                      "(restored afterwards). Not an error.", ""]
+        for g in groups(items):
+            layers = [name for name in g["layers"] if name]
+            lines += [f"### {g['severity'].upper()}: {title(g['claim'])} ({claim_link(g['claim'], out)})"
+                      + (f", `{'`, `'.join(layers)}`" if layers else ""), ""]
+            lines += [f"- **What:** {_sentence(w)}" for w in g["whats"]]
+            lines += [f"- **Why it matters:** {_sentence(g['why'])}", f"- **What to do:** {_sentence(g['fix'])}", ""]
     if report.get("healthy"):
-        lines += ["## Healthy", "", *(f"- {h['check']} ({h['claim']}): {h['summary']}" for h in report["healthy"]), ""]
+        lines += ["## Healthy (measured)", "",
+                  *(f"- {_sentence(h['summary'])} ({claim_link(h['claim'], out)})" for h in report["healthy"]), ""]
     fix = report.get("fix")
     if fix:
-        lines += ["## Recalibrated copy", "", f"`{fix['path']}`: population statistics from "
-                  f"{fix['calibration_batches']} batches."]
-        if "accuracy_after" in fix:
-            lines.append(f"Held-out accuracy {fix['accuracy_before']:.3f} before, {fix['accuracy_after']:.3f} after "
-                         "(measured on the reloaded copy).")
-        lines.append("")
+        lines += ["## Recalibrated copy (fix=true)", "", *(f"{t}\n" for t in fix_lines(fix))]
+    errors = sum(f["severity"] == "error" for f in report.get("findings", []))
+    warnings = sum(f["severity"] == "warning" for f in report.get("findings", []))
+    lines += [f"{errors} error(s), {warnings} warning(s), {len(latent)} latent risk(s); exit code "
+              f"{exit_code(report)}.", ""]
     return "\n".join(lines)
 
 
@@ -448,6 +527,6 @@ def main(argv: list[str]) -> int:
         print(f"bnexp: error: doctor failed: {result.get('error')} (log: {out / 'doctor.log'})", file=sys.stderr)
         return 3
     report = json.loads((out / "doctor.json").read_text())
-    (out / "doctor.md").write_text(markdown(report))
+    (out / "doctor.md").write_text(markdown(report, out))
     print(terminal(report, out))
     return exit_code(report)

@@ -296,12 +296,29 @@ def _smoke_reasons(name: str, df: pd.DataFrame, missing: list) -> list[str]:
     return reasons
 
 
-def _number_cell(r: RuleResult) -> tuple[str, str]:
-    key = r.key
+def _number_cell(cv: ClaimVerdict) -> tuple[str, str]:
+    """The deciding rule's worst group; for `depends`, also where it holds (a holding group, or aspect)."""
+    r = cv.deciding
+    key = r.key if r else None
     if key is None:
         return "n/a", ""
     where = f" ({key.label})" if key.label else ""
-    return f"{key.number()}{where}: {r.label}, {r.metric}", str(key.n_seeds)
+    text = f"{key.number()}{where}: {r.label}, {r.metric}"
+    if cv.verdict.startswith("depends"):
+        failing = [g for g in r.groups if g.outcome == "fails" and np.isfinite(g.support)]
+        unmet = [g.label for g in r.groups if g.outcome == "precondition not met"]
+        if failing:
+            worst = min(failing, key=lambda g: g.support)
+            text = f"fails: {worst.number()} ({worst.label}): {r.label}, {r.metric}"
+        elif unmet:
+            text = f"precondition not met: {', '.join(unmet)} ({r.label})"
+        other = cv.holding or r
+        held = [g for g in other.groups if g.outcome == "holds" and np.isfinite(g.support)]
+        if held:
+            best = max(held, key=lambda g: g.support)
+            at = f" ({best.label})" if best.label else ""
+            text += f"; holds: {best.number()}{at}: {other.label}, {other.metric}"
+    return text, str(key.n_seeds)
 
 
 def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) -> str:
@@ -353,7 +370,7 @@ def _header(name, data, df, ignored, missing, claims, specs, figure_of, root) ->
             lines.append(f"| {claim} | {_cell(spec.get('text', ''))} | {_cell(spec.get('source', ''))} | "
                          f"not measured (no records) | | | | |")
             continue
-        number, seeds = _number_cell(cv.deciding)
+        number, seeds = _number_cell(cv)
         scen = cv.deciding.scenario
         evidence = f"[section](#scenario-{scen})"
         if (scen, claim) in figure_of:
@@ -374,10 +391,13 @@ def _brief(cv: ClaimVerdict, most: int = 6) -> str:
         return ""
     if len(groups) <= most:
         return f": {cv.detail}"
-    counts: dict[str, int] = {}
+    by_outcome: dict[str, list[str]] = {}
     for g in groups:
-        counts[g.outcome] = counts.get(g.outcome, 0) + 1
-    return f": {cv.deciding.label}: " + ", ".join(f"{o} for {n} of {len(groups)} groups" for o, n in counts.items())
+        by_outcome.setdefault(g.outcome, []).append(g.label)
+    # the few groups that went another way are named; the many are counted
+    parts = [f"{o} for {', '.join(names)}" if len(names) <= 3 else f"{o} for {len(names)} of {len(groups)} groups"
+             for o, names in by_outcome.items()]
+    return f": {cv.deciding.label}: " + "; ".join(parts)
 
 
 def _versions(df: pd.DataFrame) -> str:
@@ -400,7 +420,10 @@ def _rule_lines(r: RuleResult) -> list[str]:
     if single:
         head += f" Measured {r.groups[0].number()} over {_n(r.groups[0].n_seeds, 'seed')}."
     lines = [head]
-    if np.isfinite(r.resolution):
+    if r.resolution == 0:
+        lines.append("  - Power: every seed gave the same value in every group (an all-or-nothing measurement): one "
+                     "seed of five that disagreed would leave a group inconclusive.")
+    elif np.isfinite(r.resolution):
         n = min(g.n_seeds for g in r.groups if np.isfinite(g.lo))
         lines.append(f"  - Power: the widest group's 95% CI is ±{r.resolution:.3g} at {_n(n, 'seed')}: an effect "
                      f"that far or less from the rule's boundary cannot be settled with these seeds.")
@@ -411,7 +434,9 @@ def _rule_lines(r: RuleResult) -> list[str]:
     went = {"holds": "as predicted", "fails": "against the prediction"}
     for g in r.groups:
         pred = f" (predicted: {g.expect or 'nothing'}, so {went.get(g.outcome, g.outcome)})" if r.split else ""
-        lines.append(f"  - {g.label}: {g.verdict}{pred}, {g.number()}, {_n(g.n_seeds, 'seed')}")
+        few = (f", fewer than the {r.min_seeds} a verdict needs" if g.verdict == "inconclusive"
+               and 0 < g.n_seeds < r.min_seeds else "")
+        lines.append(f"  - {g.label}: {g.verdict}{pred}, {g.number()}, {_n(g.n_seeds, 'seed')}{few}")
     return lines
 
 

@@ -203,6 +203,8 @@ class RuleResult:
     by: list[str] = field(default_factory=list)
     require_all: bool = False  # one failing group decides (`require: all` or `expect`)
     aspect: str = ""           # the entry point / mechanism / part of the claim the rule tests
+    min_seeds: int = 5         # the rule's `min_seeds` (default MIN_SEEDS)
+    notes: str = ""            # what follows the group listing in `detail` (seed count, unpredicted groups)
 
     @property
     def resolution(self) -> float:
@@ -211,10 +213,11 @@ class RuleResult:
         return max(widths) if widths else math.nan
 
     def regroup(self) -> None:
-        """Verdict and detail again from the groups (after a premise changed some of them)."""
-        detail_tail = self.detail[self.detail.find(" (rests on"):] if " (rests on" in self.detail else ""
-        self.verdict, self.detail = _combine_groups(self.groups, self.by, self.require_all)
-        self.detail += detail_tail
+        """Verdict and detail again from the groups (after a premise changed some of them); a rule without
+        groups keeps what it said (e.g. that its metric is not in the records)."""
+        if self.groups:
+            verdict, listing = _combine_groups(self.groups, self.by, self.require_all)
+            self.verdict, self.detail = verdict, " ".join(p for p in (listing, self.notes) if p)
 
     @property
     def key(self) -> Group | None:
@@ -470,7 +473,7 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
     out = RuleResult(rule["claim"], label or rule["claim"], "inconclusive", describe(rule), rule.get("says", ""),
                      metric, scenario, role=rule.get("role", "evidence"), by=by,
                      require_all=rule.get("require") == "all" or bool(rule.get("expect")),
-                     aspect=str(rule.get("aspect") or ""))
+                     aspect=str(rule.get("aspect") or ""), min_seeds=int(rule.get("min_seeds", MIN_SEEDS)))
     rows = _select(df, rule.get("where")).reset_index(drop=True)  # unique labels: masks below align by index
     if any(b not in rows for b in by):
         out.detail = f"no column {', '.join(b for b in by if b not in rows)} in the records"
@@ -500,14 +503,15 @@ def evaluate(df: pd.DataFrame, rule: dict, label: str = "", scenario: str = "") 
         group = judge(values, rule, exp, name)
         group.values = factor_values
         out.groups.append(group)
-    out.verdict, out.detail = _combine_groups(out.groups, by, out.require_all)
+    notes = []
     unpredicted = [g.label for g in out.groups if not g.expect]
     if unpredicted:
-        out.detail += f" (no predicted outcome for {', '.join(unpredicted)})"
+        notes.append(f"(no predicted outcome for {', '.join(unpredicted)})")
     settled = [g.n_seeds for g in out.groups if g.verdict in ("reproduced", "not reproduced")]
     if settled and min(settled) < CLAIM_SEEDS:
-        out.detail = (f"{out.detail} " if out.detail else "") + \
-            f"(rests on {min(settled)} seeds; CLAIMS.md asks for {CLAIM_SEEDS})"
+        notes.append(f"(rests on {min(settled)} seeds; CLAIMS.md asks for {CLAIM_SEEDS})")
+    out.notes = " ".join(notes)
+    out.regroup()
     return out
 
 
@@ -521,6 +525,7 @@ class ClaimVerdict:
     combine: str = "all"
     deciding: RuleResult | None = None   # the rule whose number is shown
     rules: list[RuleResult] = field(default_factory=list)
+    holding: RuleResult | None = None    # for `depends`: a rule (aspect) that holds, whose number is shown too
 
     @property
     def text(self) -> str:
@@ -533,10 +538,10 @@ def _kind(verdict: str) -> str:
 
 def _gate_groups(gate: RuleResult, rule: RuleResult) -> RuleResult:
     """`rule` with each group whose premise (the same group of `gate`) failed or is unsettled marked so."""
-    premise = {g.label: g.outcome for g in gate.groups}
+    premise = {frozenset(g.values.items()): g.outcome for g in gate.groups}  # by value: factor order may differ
     gated = copy.deepcopy(rule)
     for g in gated.groups:
-        outcome = premise.get(g.label, "unsettled")
+        outcome = premise.get(frozenset(g.values.items()), "unsettled")
         if outcome in ("fails", "precondition not met"):
             g.verdict = "precondition not met"
         elif outcome == "unsettled" and g.verdict != "precondition not met":
@@ -553,8 +558,8 @@ OUTCOME_OF = {"reproduced": "holds", "not reproduced": "fails", "inconclusive": 
               "precondition not met": "precondition not met"}
 
 
-def _by_aspect(claim: str, rules: list[RuleResult], split: str) -> tuple[str, str, RuleResult]:
-    """(verdict, detail, deciding rule) over aspects: each aspect's rules combined with `all`, then the aspects'
+def _by_aspect(claim: str, rules: list[RuleResult], split: str) -> tuple:
+    """(verdict, detail, deciding rule, a holding rule or None) over aspects: each aspect's rules combined with `all`, then the aspects'
     outcomes by the group rule (a depending aspect holds somewhere and fails somewhere)."""
     aspects: dict[str, list[RuleResult]] = {}
     for r in rules:
@@ -564,13 +569,18 @@ def _by_aspect(claim: str, rules: list[RuleResult], split: str) -> tuple[str, st
     for v in verdicts.values():
         outcomes += ["holds", "fails"] if _kind(v.verdict) == "depends" else [OUTCOME_OF[v.verdict]]
     verdict = combine_outcomes(outcomes)
-    if verdict == "depends":
+    split_inside = {_kind(v.verdict) for v in verdicts.values()} == {"reproduced", "depends"}
+    if verdict == "depends" and split_inside:  # the aspects agree but for a split inside some: name that split
+        verdict = "; ".join(f"{v.verdict} ({a})" for a, v in verdicts.items() if _kind(v.verdict) == "depends")
+    elif verdict == "depends":
         verdict = f"depends on {split}"
     parts = []
     for a, v in verdicts.items():
         parts.append(f"{a}: {v.verdict}" + (f" ({v.deciding.label})" if v.deciding else ""))
     worst = min(verdicts.values(), key=lambda v: ALL_ORDER.index(_kind(v.verdict)))
-    return verdict, "; ".join(parts), worst.deciding
+    holds = [v.deciding for v in sorted(verdicts.values(), key=lambda v: _kind(v.verdict) != "reproduced")
+             if _kind(v.verdict) in ("reproduced", "depends") and v.deciding is not worst.deciding]
+    return verdict, "; ".join(parts), worst.deciding, (holds[0] if holds else None)
 
 
 def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str | None = None,
@@ -591,11 +601,13 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
     if not rules:
         out.detail = "no rule"
         return out
-    per_group = [g for g in gates if g.by and any(r.by == g.by for r in rules)]
+    per_group = [g for g in gates if g.by and any(set(r.by) == set(g.by) for r in rules)]
     for gate in per_group:
-        rules = [_gate_groups(gate, r) if r.by == gate.by else r for r in rules]
+        rules = [_gate_groups(gate, r) if set(r.by) == set(gate.by) else r for r in rules]
     out.rules = [*rules, *gates]
-    unmet = [g for g in gates if g not in per_group and g.verdict != "reproduced"]
+    # a premise that holds in no group gates the whole claim, its other rules included
+    unmet = [g for g in gates if g.verdict != "reproduced"
+             and (g not in per_group or not any(x.outcome == "holds" for x in g.groups))]
     if unmet:  # the evidence measured something else than the claim (or may have): it decides nothing
         failed = [g for g in unmet if g.verdict != "inconclusive"]
         out.deciding = (failed or unmet)[0]
@@ -611,7 +623,7 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
         out.deciding = chosen[0]
         out.combine = f"primary: {chosen[0].label} decides; the other rules are supporting evidence"
     elif how == "all" and split and len({r.aspect for r in rules}) > 1:
-        out.verdict, out.detail, out.deciding = _by_aspect(claim, rules, split)
+        out.verdict, out.detail, out.deciding, out.holding = _by_aspect(claim, rules, split)
         out.combine = f"all rules of each {split} must hold; {split}s that disagree: depends"
         return out
     else:
@@ -622,10 +634,38 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
         out.deciding = rules[kinds.index(first)]
         out.combine = ("one rule" if len(rules) == 1 else
                        f"all of {len(rules)} rules must hold" if how == "all" else f"any of {len(rules)} rules suffices")
+        both = _conjunction(rules) if how == "all" else None
+        if both:
+            out.verdict, out.detail = both
+            out.combine += " in the same group"
+            return out
     out.verdict, out.detail = out.deciding.verdict, out.deciding.detail
     if len(rules) > 1 and out.deciding.detail:
         out.detail = f"{out.deciding.label}: {out.deciding.detail}"
     return out
+
+
+def _conjunction(rules: list[RuleResult]) -> tuple[str, str] | None:
+    """`all` over rules judged on the same groups (the same `by`): the claim holds in a group only where every
+    rule holds there. (verdict, detail) over those groups; None when the rules' groups are not the same kind."""
+    if len(rules) < 2 or not rules[0].by or any(set(r.by) != set(rules[0].by) or not r.groups for r in rules):
+        return None
+    rank = ("fails", "precondition not met", "unsettled", "holds")  # the first present decides a group
+    groups: dict[frozenset, Group] = {}
+    outcomes: dict[frozenset, list[str]] = {}
+    for r in rules:
+        for g in r.groups:
+            key = frozenset(g.values.items())
+            groups.setdefault(key, g)
+            outcomes.setdefault(key, []).append(g.outcome)
+    joint = []
+    for key, g in groups.items():
+        seen = outcomes[key] + ["unsettled"] * (len(rules) - len(outcomes[key]))  # a rule without the group
+        outcome = next(o for o in rank if o in seen)
+        verdict = {"holds": "reproduced", "fails": "not reproduced", "unsettled": "inconclusive",
+                   "precondition not met": "precondition not met"}[outcome]
+        joint.append(Group(g.label, verdict, "holds", values=g.values))
+    return _combine_groups(joint, rules[0].by, any(r.require_all for r in rules))
 
 
 def tally(rules: list[RuleResult]) -> str:

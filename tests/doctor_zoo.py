@@ -96,16 +96,68 @@ def build_keras3(folder: Path, fw) -> dict[str, Path]:
     save("base_training_false", fit(fw, guide_pattern(fw), x, y, steps=80))
     fw.set_seed(0)
     save("no_bn", fit(fw, functional(fw, 0.9, bn=False), x, y, steps=30))
+    fw.set_seed(0)
+    save("nested_block", nested_block(fw, x, y))
+    fw.set_seed(0)
+    model = fit(fw, subclass_model(fw), x, y, steps=20)
+    model.get_layer("fc_mybn").trainable = False
+    save("bn_subclass", model)
+    fw.set_seed(0)
+    save("guide_frozen", guide_recipe(fw, x, y))
+    fw.set_seed(0)
+    save("build_time_true", fit(fw, guide_pattern(fw, training=True), x, y, steps=80))
     return paths
 
 
-def guide_pattern(fw):
-    """The Keras fine-tuning guide's `base(x, training=False)` on a trainable base (claim C15)."""
+def guide_pattern(fw, training: bool = False, base=None):
+    """The Keras fine-tuning guide's `base(x, training=False)` on a trainable base (claim C15); training=True: the
+    flag fixed the other way, which a direct call model(x) honours."""
+    keras = fw.keras
+    if base is None:
+        inp = keras.Input((SIZE, SIZE, 1))
+        base = keras.Model(inp, body(fw, inp, 0.9, "base_"), name="base")
+    outer_in = keras.Input((SIZE, SIZE, 1))
+    return keras.Model(outer_in, keras.layers.Dense(CLASSES, name="logits")(base(outer_in, training=training)))
+
+
+def guide_recipe(fw, x, y):
+    """The guide's recipe as written: a base trained first (here on the same task), then frozen
+    (base.trainable = False) and called with training=False under a new head trained for 20 steps."""
     keras = fw.keras
     inp = keras.Input((SIZE, SIZE, 1))
     base = keras.Model(inp, body(fw, inp, 0.9, "base_"), name="base")
-    outer_in = keras.Input((SIZE, SIZE, 1))
-    return keras.Model(outer_in, keras.layers.Dense(CLASSES, name="logits")(base(outer_in, training=False)))
+    fit(fw, keras.Model(inp, keras.layers.Dense(CLASSES)(base.output)), x, y, steps=80)
+    base.trainable = False
+    return fit(fw, guide_pattern(fw, base=base), x, y, steps=20)
+
+
+def nested_block(fw, x, y):
+    """BN held as an attribute of a custom layer (doctor_custom.ConvBN, center off) and a plain BN, momentum 0.99
+    for 20 steps (stale, C01)."""
+    import doctor_custom
+
+    keras = fw.keras
+    inp = keras.Input((SIZE, SIZE, 1))
+    block = doctor_custom.ConvBN(8, 0.99, name="block")
+    h = keras.layers.MaxPooling2D()(block(inp))
+    h = keras.layers.Dense(16, use_bias=False, name="fc")(keras.layers.Flatten()(h))
+    h = keras.layers.Activation("relu")(keras.layers.BatchNormalization(momentum=0.99, name="fc_bn")(h))
+    return fit(fw, keras.Model(inp, keras.layers.Dense(CLASSES, name="logits")(h)), x, y, steps=20)
+
+
+def subclass_model(fw):
+    """conv -> doctor_custom.MyBatchNorm (a BatchNormalization subclass, scale off) -> dense -> MyBatchNorm, momentum
+    0.99: trained for 20 steps its statistics are stale (C01); the dense layer's BN is then frozen
+    (trainable=False) while the other layers stay trainable (C06)."""
+    import doctor_custom
+
+    keras, L = fw.keras, fw.keras.layers
+    inp = keras.Input((SIZE, SIZE, 1))
+    h = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inp)
+    h = L.Activation("relu")(doctor_custom.MyBatchNorm(momentum=0.99, scale=False, name="conv_mybn")(h))
+    h = L.Dense(16, use_bias=False, name="fc")(L.Flatten()(L.MaxPooling2D()(h)))
+    h = L.Activation("relu")(doctor_custom.MyBatchNorm(momentum=0.99, name="fc_mybn")(h))
+    return keras.Model(inp, L.Dense(CLASSES, name="logits")(h))
 
 
 def build_tf_keras(folder: Path, fw) -> dict[str, Path]:

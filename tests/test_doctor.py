@@ -80,6 +80,7 @@ def test_stale_moving_statistics_are_c01_and_fix_raises_accuracy(fw, zoo, tmp_pa
     assert acc["population"] - acc["moving"] > 0.2  # the decomposed gap: stale statistics, not the weights
     fix = report["fix"]
     assert fix["accuracy_after"] > fix["accuracy_before"] + 0.2
+    assert fix["status"] == "recommended" and fix["interval"][0] > 0
     assert (tmp_path / "out" / "stale.recalibrated.keras").is_file()
     assert sha(zoo["stale"]) == before  # the input is never touched
 
@@ -115,7 +116,8 @@ def test_build_time_training_false_overridden_by_keras3_is_c15(fw, zoo, tmp_path
     report = check(fw, tmp_path, zoo["base_training_false"], zoo["data"])
     assert claims(report) == {"C15"}
     (f,) = report["findings"]
-    assert f["severity"] == "warning" and f["layer"] == "base" and f["numbers"]["ignored"]
+    assert f["severity"] == "warning" and f["layer"] == "base" and f["kind"] == "measured"
+    assert f["numbers"]["bn_layers_batch_statistics_under_fit"] == 2
 
 
 def test_tiny_batch_groups_after_dense_are_c11(fw, zoo, tmp_path):
@@ -137,6 +139,7 @@ def test_std_or_negative_in_the_variance_slot_is_c10(fw, zoo, tmp_path):
     report = check(fw, tmp_path, path, zoo["data"])
     assert claims(report) == {"C10"}
     assert {f["layer"] for f in report["findings"]} == {"conv_bn", "fc_bn"}
+    assert "C01" not in {h["claim"] for h in report["healthy"]}  # no layer left to call healthy there
 
 
 def test_model_without_bn_says_so_and_passes(fw, zoo, tmp_path):
@@ -173,9 +176,10 @@ def test_cli_tf_keras_h5_frozen_bn_in_trainable_base(zoo, tmp_path):
     assert report["semantics"] == "tf_keras" and report["format"] == "h5"
     assert claims(report) == {"C06"}
     (f,) = report["findings"]
-    assert set(f) == {"check", "claim", "layer", "severity", "numbers", "fix"} and f["severity"] == "warning"
-    assert "C06" in proc.stdout and "healthy:" in proc.stdout
-    assert "frozen_bn_in_trainable_base" in (tmp_path / "doctor.md").read_text()
+    assert set(f) == {"check", "claim", "kind", "layer", "severity", "what", "why", "fix", "numbers"}
+    assert f["severity"] == "warning" and f["kind"] == "measured"
+    assert "C06" in proc.stdout and "healthy (measured):" in proc.stdout
+    assert "frozen BN inside a model that still trains" in (tmp_path / "doctor.md").read_text()
 
 
 def test_cli_missing_custom_class_is_named(zoo, tmp_path):

@@ -434,3 +434,36 @@ def test_a_verdict_on_fewer_than_five_seeds_says_so():
     assert "rests on 3 seeds; CLAIMS.md asks for 5" in evaluate(three, {**RULE, "min_seeds": 3}).detail
     five = records({0.99: SETTLED + [0.3, 0.31]}, seeds=range(5))
     assert evaluate(five, RULE).detail == ""
+
+
+def _split(holds_for, fails_for, label):
+    values = {g: SETTLED for g in holds_for} | {g: AGAINST for g in fails_for}
+    return evaluate(records(values, factor="x"), {**RULE, "by": "x"}, label)
+
+
+def test_all_holds_in_a_group_only_where_every_rule_holds_there():
+    """Audit (issue #26): rule 1 holds for a and fails for b, rule 2 the reverse: the claim holds nowhere."""
+    crossed = combine("C15", [_split(["a"], ["b"], "C15.1"), _split(["b"], ["a"], "C15.2")])
+    assert crossed.verdict == "not reproduced" and crossed.detail == ""  # every group fails: nothing to list
+    same = combine("C15", [_split(["a"], ["b"], "C15.1"), _split(["a"], ["b"], "C15.2")])
+    assert same.verdict == "depends on x" and same.detail == "holds for a; fails for b"
+    assert "in the same group" in same.combine
+
+
+def test_premise_matching_ignores_factor_order_and_a_premise_holding_nowhere_gates_the_claim():
+    rows = pd.concat([records({"a": SETTLED, "b": SETTLED}, factor="x").assign(y=v) for v in ("u", "v")])
+    evidence = evaluate(rows, {**RULE, "by": ["x", "y"]}, "R.1")
+    premise = evaluate(rows.assign(gap_test=0.0), {**RULE, "by": ["y", "x"], "role": "precondition"}, "R/p")
+    c = combine("R", [premise, evidence])
+    assert c.verdict == "precondition not met"
+    assert all(g.verdict == "precondition not met" for g in c.rules[0].groups)  # gated although [y, x] != [x, y]
+    plain = evaluate(records({0.99: SETTLED}), RULE, "R.2")  # judged without `by`: no group to gate
+    assert combine("R", [premise, plain], "any").verdict == "precondition not met"
+
+
+def test_gating_keeps_what_a_rule_without_groups_said():
+    df = records({"a": SETTLED}, factor="kind")
+    premise = evaluate(df, {**RULE, "by": "kind", "role": "precondition"}, "R2/p")
+    missing = evaluate(df, {**RULE, "metric": "nosuch", "by": "kind"}, "R2.9")
+    gated = next(r for r in combine("R2", [premise, missing]).rules if r.label == "R2.9")
+    assert gated.detail == "metric nosuch not computable from the records"

@@ -16,6 +16,7 @@ import importlib
 import inspect
 import json
 import re
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -27,16 +28,17 @@ from bnexp.errors import UserError
 from bnexp.model_safety import TRUST_HINT
 from bnexp.toolkit import precise_bn, probes
 from bnexp.toolkit.framework import activate
-from bnexp.toolkit.models import batch_norm_layers, is_batch_norm
+from bnexp.toolkit.models import batch_norm_layers, intercepted, is_batch_norm, to_numpy
 
-# Thresholds of the checks (why each value: see the comment beside it).
-VAR_LOG_RATIO = np.log(2.0)      # moving variance off by more than 2x from the population one (mean |log|)
+# Thresholds of the checks (why each value: see the comment beside it). Each is compared with the value as the
+# report prints it (see `shown`).
+VAR_FACTOR = 2.0                 # moving variance off by more than 2x from the population one (per channel, on average)
 MEAN_SHIFT = 0.5                 # moving mean off by more than half a population standard deviation
-STRONG_LOG_RATIO = np.log(4.0)   # without labels: this far off is an error, not a warning
+STRONG_FACTOR = 4.0              # without labels: this far off is an error, not a warning
 STRONG_SHIFT = 1.0
-ACC_GAP = 0.02                   # accuracy points that make a statistics finding an error (the claims' 2-point margin)
+ACC_GAP_POINTS = 2.0             # accuracy points that make a statistics finding an error (the claims' 2-point margin)
 BATCH_DEP_TOL = 1e-3             # relative logit change alone vs in batch beyond float rounding of other kernels
-STD_LIKE = np.log(1.25)          # slot 4 within 25% of the population std (and far from the variance): C10
+STD_LIKE = 1.25                  # slot 4 within 25% of the population std (and far from the variance): C10
 TINY_GROUP = 8                   # values per channel per training batch; the batch_size scenario: BN at 2 and 4 lose
 DEPENDENCE_SAMPLES = 32          # samples predicted alone and together
 
@@ -176,12 +178,32 @@ def check_data(model, x, y, source: str, declared) -> int | None:
     return classes
 
 
-# ---------------------------------------------------------------- checks
+# ---------------------------------------------------------------- findings
 
 
-def finding(check, claim, layer, severity, numbers, fix) -> dict:
-    return {"check": check, "claim": claim, "layer": layer, "severity": severity,
-            "numbers": {k: _num(v) for k, v in numbers.items()}, "fix": fix}
+# Each claim's plain-language title and its section of bnexp's report (results/report.md#<anchor>).
+CLAIMS = {
+    "C01": ("stale moving statistics", "scenario-momentum"),
+    "C03": ("moving statistics never updated", "scenario-training_flag"),
+    "C04": ("BN in training mode at inference", "scenario-training_flag"),
+    "C06": ("frozen BN inside a model that still trains", "scenario-frozen_base"),
+    "C10": ("something else than a variance in the variance slot", "scenario-weights_order"),
+    "C11": ("too few values per channel in a training batch", "scenario-batch_size"),
+    "C15": ("training= fixed when the model was built", "scenario-frozen_base"),
+    "C16": ("a layer whose call() defaults to training=True", "scenario-training_default"),
+    "R1": ("recompute population statistics after training (precise BN)", "scenario-momentum"),
+    "R2": ("BN statistics of another domain", "scenario-domain_shift"),
+}
+
+
+def finding(check, claim, layer, severity, numbers, what, why, fix, kind="measured") -> dict:
+    """One finding: `what` is wrong, `why` it matters (with a number and its unit), what to do (`fix`), each one
+    sentence. kind "measured": measured on this model as it is now (severity error or warning); kind "latent":
+    what would happen after a change the user may make, measured on a temporarily changed model (severity
+    "risk", never an error)."""
+    return {"check": check, "claim": claim, "kind": kind, "layer": layer,
+            "severity": "risk" if kind == "latent" else severity, "what": what, "why": why, "fix": fix,
+            "numbers": {k: _num(v) for k, v in numbers.items()}}
 
 
 def healthy(check, claim, summary) -> dict:
@@ -198,57 +220,73 @@ def _num(v):
     return v
 
 
-def layer_deviation(layer, stats: precise_bn.LayerStats) -> dict:
-    """How far one layer's moving statistics are from its population statistics, as BN uses them (with its
-    epsilon, so channels with near-zero variance do not dominate)."""
-    eps = float(layer.epsilon)
-    mm = np.asarray(layer.moving_mean, np.float64)
-    mv = np.asarray(layer.moving_variance, np.float64)
-    pv = stats.var_biased
-    log_ratio = np.log(np.maximum(mv, 0) + eps) - np.log(pv + eps)
-    log_to_std = np.log(np.maximum(mv, 0) + eps) - np.log(np.sqrt(pv) + eps)
-    return {"var_log_ratio": float(np.mean(log_ratio)), "var_log_ratio_abs": float(np.mean(np.abs(log_ratio))),
-            "mean_shift_std": float(np.mean(np.abs(mm - stats.mean) / np.sqrt(pv + eps))),
-            "var_vs_std_log_abs": float(np.mean(np.abs(log_to_std))),
-            "negative_variances": int(np.sum(mv < 0)), "channels": int(mv.size)}
+def shown(value: float, spec: str) -> float:
+    """`value` as printed with format `spec`: thresholds are compared with the number the user reads, so a gap
+    printed "2.0" is never counted above a 2.0 threshold."""
+    return float(format(value, spec))
 
 
-def at_initial_values(stats: dict[str, np.ndarray], name: str) -> bool:
-    return bool(np.all(stats[f"{name}.moving_mean"] == 0) and np.all(stats[f"{name}.moving_variance"] == 1))
+def names(items, limit: int = 6) -> str:
+    items = list(items)
+    text = ", ".join(items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-@contextlib.contextmanager
-def training_flags_seen(bns):
-    """Record the `training` value each BN layer's call receives."""
-    seen: dict[str, set] = {layer.name: set() for layer in bns}
-    for layer in bns:
-        original = layer.call
-
-        def wrapped(inputs, training=None, _name=layer.name, _orig=original, **kwargs):
-            seen[_name].add(None if training is None else bool(training))
-            return _orig(inputs, training=training, **kwargs)
-
-        layer.call = wrapped
-    try:
-        yield seen
-    finally:
-        for layer in bns:
-            del layer.call
+# ---------------------------------------------------------------- the model's structure
 
 
-def flags_received(model, x, training) -> dict[str, set]:
-    bns = batch_norm_layers(model)
-    with precise_bn.statistics_kept(model), training_flags_seen(bns) as seen:
-        model(x, training=training)
-    return seen
+def sublayers(layer) -> list:
+    """A layer's direct sublayers: its `.layers` (models), then whatever else Keras tracks (attributes, lists
+    and dicts of custom layers), as models.batch_norm_layers walks them."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    tracked = list(flatten(include_self=False, recursive=False)) if flatten else []
+    out, seen = [], set()
+    for sub in [*getattr(layer, "layers", []), *tracked]:
+        if id(sub) not in seen:
+            seen.add(id(sub))
+            out.append(sub)
+    return out
 
 
 def containers(model):
-    """The model and every model nested in it."""
-    yield model
-    for layer in getattr(model, "layers", []):
-        if hasattr(layer, "layers") and not is_batch_norm(layer):
-            yield from containers(layer)
+    """The model and every layer nested in it that holds other layers (nested models, custom layers holding
+    layers as attributes, lists or dicts), each once; BN layers (and their subclasses) are never containers."""
+    seen = set()
+
+    def walk(layer):
+        if id(layer) in seen or is_batch_norm(layer):
+            return
+        seen.add(id(layer))
+        subs = sublayers(layer)
+        if subs or layer is model:
+            yield layer
+        for sub in subs:
+            yield from walk(sub)
+
+    yield from walk(model)
+
+
+def bn_ancestry(model) -> dict[int, list]:
+    """id(BN layer) -> the layers holding it, outermost first (the model itself left out)."""
+    out, seen = {}, {id(model)}
+
+    def walk(layer, chain):
+        for sub in sublayers(layer):
+            if id(sub) in seen:
+                continue
+            seen.add(id(sub))
+            if is_batch_norm(sub):
+                out[id(sub)] = chain
+            else:
+                walk(sub, [*chain, sub])
+
+    walk(model, [])
+    return out
+
+
+def is_graph_model(layer) -> bool:
+    """A functional or Sequential model: its call runs a graph of layers, no user code."""
+    return bool(getattr(layer, "_is_graph_network", False)) or type(layer).__name__ in ("Functional", "Sequential")
 
 
 def fixed_training_nodes(model) -> list[tuple[object, object, bool]]:
@@ -258,9 +296,11 @@ def fixed_training_nodes(model) -> list[tuple[object, object, bool]]:
     item of each inbound entry."""
     found = []
     for c in containers(model):
+        if not is_graph_model(c):
+            continue
         try:
             cfg = c.get_config()
-        except Exception:  # a subclassed model without get_config: no build-time graph to read
+        except Exception:  # no build-time graph to read
             continue
         for entry in (cfg or {}).get("layers", []) or []:
             for value in _node_training_values(entry.get("inbound_nodes", [])):
@@ -286,6 +326,620 @@ def _node_training_values(nodes):
     return out
 
 
+def bns_under(layer) -> list:
+    return [layer] if is_batch_norm(layer) else batch_norm_layers(layer)
+
+
+def _value(variable) -> np.ndarray:
+    return np.array(variable.numpy(), np.float64)
+
+
+# ---------------------------------------------------------------- which statistics BN normalises with
+
+
+def bn_modes(model, run) -> dict[str, dict]:
+    """Per BN layer (by name), as `run()` calls the model: the `training` value its call received, whether it
+    normalised with the batch's statistics, and whether the call changed its moving statistics. Measured, not
+    inferred: each BN call runs a second time with its moving mean moved by 10 standard deviations; an output
+    that does not move came from batch statistics. Every moving statistic is restored afterwards. `run` must
+    execute eagerly."""
+    bns = batch_norm_layers(model)
+    seen: dict[str, dict] = {}
+
+    def hook(i, call, inputs, training, **kwargs):
+        layer = bns[i]
+        out = call(inputs, training=training, **kwargs)
+        saved = layer.moving_mean.numpy()
+        spread = np.sqrt(np.maximum(layer.moving_variance.numpy(), 0) + float(layer.epsilon))
+        layer.moving_mean.assign((saved + 10.0 * spread + 1.0).astype(saved.dtype))
+        moved = to_numpy(call(inputs, training=training, **kwargs), np.float64)
+        layer.moving_mean.assign(saved)
+        base = to_numpy(out, np.float64)
+        diff = float(np.max(np.abs(moved - base))) if base.size else 0.0
+        seen[layer.name] = {"received": None if training is None else bool(training),
+                            "batch_statistics": diff <= 1e-5 * (1.0 + float(np.max(np.abs(base), initial=0.0)))}
+        return out
+
+    with precise_bn.statistics_kept(model):
+        before = probes.moving_stats(model)
+        with intercepted(bns, hook):
+            run()
+        changed = probes.layers_changed(before, probes.moving_stats(model))
+    for name, mode in seen.items():
+        mode["updates"] = bool(changed.get(name))
+    return seen
+
+
+@contextlib.contextmanager
+def eager(model):
+    """predict and evaluate step by step in Python, so bn_modes sees every BN call."""
+    was = getattr(model, "_run_eagerly", None)
+    model.run_eagerly = True
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            model.run_eagerly = bool(was) if was is not None else False
+
+
+def entry_point_modes(fw, model, xs) -> dict[str, dict]:
+    """bn_modes for the ways a user runs the model: predict, evaluate, a direct call model(x), and the call fit
+    makes, model(x, training=True). An entry point that cannot run (evaluate on a model with several outputs) is
+    left out."""
+    keras = fw.keras
+    runs = {"predict": lambda: model.predict(xs, batch_size=len(xs), verbose=0),
+            "call": lambda: model(xs),
+            "fit": lambda: model(xs, training=True)}
+    out = {}
+    with eager(model):
+        for name, run in runs.items():
+            out[name] = bn_modes(model, run)
+        try:
+            target = np.asarray(model.predict(xs, batch_size=len(xs), verbose=0))
+            model.compile(loss=keras.losses.MeanSquaredError(), run_eagerly=True)
+            out["evaluate"] = bn_modes(model, lambda: model.evaluate(xs, target, batch_size=len(xs), verbose=0))
+        except Exception:  # noqa: BLE001 - a model evaluate cannot run is checked through the others
+            pass
+    return {k: out[k] for k in ("predict", "evaluate", "call", "fit") if k in out}
+
+
+ENTRY_WORDS = {"predict": "predict", "evaluate": "evaluate", "call": "a direct call model(x)",
+               "fit": "fit's call model(x, training=True)"}
+
+
+def entries_text(entries) -> str:
+    words = [ENTRY_WORDS[e] for e in entries]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def step_shift(model, layers, xs) -> float:
+    """How far one training-mode call on `xs` (what one fit step does) moves these layers' moving means: the
+    largest change over channels, in moving standard deviations. Statistics restored afterwards."""
+    if not layers:
+        return 0.0
+    before = [(_value(b.moving_mean), np.sqrt(np.maximum(_value(b.moving_variance), 0) + float(b.epsilon)))
+              for b in layers]
+    with precise_bn.statistics_kept(model):
+        model(xs, training=True)
+        after = [_value(b.moving_mean) for b in layers]
+    return float(max(np.max(np.abs(a - m) / s) for (m, s), a in zip(before, after)))
+
+
+def all_layers(layer) -> list:
+    """`layer` and every layer in it, each once, a layer before the layers it holds."""
+    out, seen = [], set()
+
+    def walk(item):
+        if id(item) in seen:
+            return
+        seen.add(id(item))
+        out.append(item)
+        if not is_batch_norm(item):
+            for sub in sublayers(item):
+                walk(sub)
+
+    walk(layer)
+    return out
+
+
+@contextlib.contextmanager
+def unfrozen(model, layer):
+    """`layer.trainable = True` for the duration (Keras passes it on to every layer inside); every layer's own
+    trainable flag restored afterwards, outer layers first so that inner flags are not overwritten."""
+    flags = [(item, item.trainable) for item in all_layers(model)]
+    try:
+        layer.trainable = True
+        yield
+    finally:
+        for item, was in flags:
+            item.trainable = was
+
+
+# ---------------------------------------------------------------- population statistics (precise BN, R1)
+
+
+VARIANCE_CONVENTION = ("biased: the mean over the calibration batches of each batch's variance dividing by m, the "
+                       "values per channel in a batch (batch size x positions), as Keras 3's BN computes it; "
+                       "tf-keras' fused BN averages the unbiased one, m/(m-1) times larger")
+
+
+def population_stats(model, batches) -> precise_bn.Recompute:
+    """Precise BN's population statistics, with the model called as predict calls it (training=False: dropout and
+    every other training-only layer in inference mode) and only BN layers forced to batch statistics (frozen ones
+    included, for the pass). The biased variance convention (VARIANCE_CONVENTION). Moving statistics and
+    trainable flags are left exactly as they were."""
+    bns = batch_norm_layers(model)
+    sink: dict[int, list] = {i: [] for i in range(len(bns))}
+
+    def record(i, call, inputs, training, **kwargs):
+        flat = to_numpy(inputs, np.float64).reshape(-1, inputs.shape[-1])
+        sink[i].append((flat.mean(0), flat.var(0), flat.shape[0]))
+        return call(inputs, training=True, **kwargs)
+
+    out = precise_bn.Recompute()
+    trainable = [layer.trainable for layer in bns]
+    with precise_bn.statistics_kept(model):
+        for layer in bns:
+            layer.trainable = True  # a frozen BN layer would otherwise ignore training=True
+        try:
+            with intercepted(bns, record):
+                for batch in batches:
+                    model(batch, training=False)
+                    out.forward_passes += 1
+        finally:
+            for layer, was in zip(bns, trainable):
+                layer.trainable = was
+    for i, layer in enumerate(bns):
+        rows = sink[i]
+        if not rows:
+            raise RuntimeError(f"BN layer {layer.name} saw no input; is it reachable from the model's call?")
+        out.layers.append(precise_bn.LayerStats(layer.name, np.mean([r[0] for r in rows], 0),
+                                                np.mean([r[1] for r in rows], 0), min(r[2] for r in rows), len(rows)))
+    return out
+
+
+# ---------------------------------------------------------------- the statistics, layer by layer
+
+
+def layer_deviation(layer, stats: precise_bn.LayerStats) -> dict:
+    """How far one layer's moving statistics are from its population statistics, as BN uses them (with its
+    epsilon, so channels with near-zero variance do not dominate). var_factor: by what factor the moving
+    variance is off, per channel, on average (exp of the mean |log ratio|); var_direction: larger, smaller or
+    mixed over channels; mean_shift_std: |moving - population mean| in population standard deviations,
+    averaged over channels."""
+    eps = float(layer.epsilon)
+    mm = _value(layer.moving_mean)
+    mv = _value(layer.moving_variance)
+    pv = stats.var_biased
+    log_ratio = np.log(np.maximum(mv, 0) + eps) - np.log(pv + eps)
+    log_to_std = np.log(np.maximum(mv, 0) + eps) - np.log(np.sqrt(pv) + eps)
+    direction = "larger" if np.all(log_ratio > 0) else "smaller" if np.all(log_ratio < 0) else "mixed"
+    return {"var_factor": float(np.exp(np.mean(np.abs(log_ratio)))), "var_direction": direction,
+            "mean_shift_std": float(np.mean(np.abs(mm - stats.mean) / np.sqrt(pv + eps))),
+            "var_vs_std_factor": float(np.exp(np.mean(np.abs(log_to_std)))),
+            "negative_variances": int(np.sum(mv < 0)), "channels": int(mv.size)}
+
+
+def variance_words(d) -> str:
+    f = format(d["var_factor"], ".3g")
+    if d["var_direction"] == "larger":
+        return f"moving variance {f}x the data's"
+    if d["var_direction"] == "smaller":
+        return f"moving variance 1/{f} of the data's"
+    return f"moving variance off from the data's by a factor of {f} per channel (larger in some, smaller in others)"
+
+
+def deviation_words(d) -> str:
+    return f"{variance_words(d)}, moving mean {d['mean_shift_std']:.2f} standard deviations from the data's"
+
+
+def at_initial_values(stats: dict[str, np.ndarray], name: str) -> bool:
+    return bool(np.all(stats[f"{name}.moving_mean"] == 0) and np.all(stats[f"{name}.moving_variance"] == 1))
+
+
+def accuracy_words(acc) -> str:
+    gap = gap_points(acc)
+    return (f"held-out accuracy is {acc['moving']:.3f} with the stored statistics and {acc['population']:.3f} with "
+            f"statistics recomputed on this data ({gap:+.1f} points)")
+
+
+def gap_points(acc) -> float:
+    """Population minus moving-statistics accuracy in percentage points, from the accuracies as printed (.3f)."""
+    return round(100 * (shown(acc["population"], ".3f") - shown(acc["moving"], ".3f")), 1)
+
+
+def scale_words(d) -> str:
+    f = format(float(np.sqrt(d["var_factor"])), ".3g")
+    if d["var_direction"] == "mixed":
+        return f"BN divides this layer's channels by standard deviations off by a factor of {f} on average"
+    small = d["var_direction"] == "larger"
+    return (f"BN divides this layer's inputs by a standard deviation {f}x too {'large' if small else 'small'}, so "
+            f"the next layer sees activations at {'1/' if small else ''}{f} times the scale it was trained with")
+
+
+STALE_FIX = ("recompute the statistics on training data after training (precise BN: fix=true writes a recalibrated "
+             "copy when that measurably raises held-out accuracy), or, for the next training, use a BN momentum "
+             "of about exp(-1/steps) for the number of training steps (C02)")
+
+# domain=shifted: the statistics are expected to differ; the fix is covariate-shift adaptation (R2).
+SHIFTED_FIX = ("this data comes from a shifted domain and the BN statistics are the training domain's: adapt them "
+               "by recomputing BN statistics on unlabeled samples of this domain (R2, Schneider et al. 2020; a few "
+               "hundred samples suffice in bnexp's domain_shift scenario); fix=true writes such an adapted copy "
+               "from the data given, to be evaluated on other samples of the domain")
+
+
+def _statistics_checks(bns, by_name, initial, accuracy, findings, ok, shifted: bool = False) -> bool:
+    """C03 (never updated), C10 (implausible), C01 (stale); True when some layer's statistics are off."""
+    gap = None if accuracy is None else gap_points(accuracy)
+    acc_numbers = {} if accuracy is None else {f"acc_{k}": v for k, v in accuracy.items()}
+    at_init, off, implausible = [], [], []
+    for layer in bns:
+        d = layer_deviation(layer, by_name[layer.name])
+        numbers = {**{k: v for k, v in d.items() if k != "var_direction"}, **acc_numbers}
+        why = accuracy_words(accuracy) if accuracy else scale_words(d)
+        if at_initial_values(initial, layer.name):
+            at_init.append(layer.name)
+            if accuracy and gap <= 0:
+                do = ("retrain with BN's training argument left to fit (or passed through from call()); recomputing "
+                      "the statistics does not help this model (measured above: it was trained as if it had no BN)")
+            else:
+                do = ("retrain with BN's training argument left to fit (or passed through from call()), or "
+                      "recompute the statistics (fix=true writes a copy when that measurably raises accuracy)")
+            findings.append(finding(
+                "moving_stats_at_init", "C03", layer.name, "error", numbers,
+                f"{layer.name}: the moving mean and variance are exactly their initial 0 and 1, never updated (BN ran "
+                f"with training=False throughout training), while this data's statistics differ ({deviation_words(d)})",
+                why, do))
+            continue
+        if d["negative_variances"]:
+            implausible.append(layer.name)
+            findings.append(finding(
+                "implausible_variance", "C10", layer.name, "error", numbers,
+                f"{layer.name}: {d['negative_variances']} of {d['channels']} channels of the moving variance are "
+                "negative, which no training produces: the weights were written by hand in the wrong order or slot",
+                why, "write the weights in Keras' get_weights() order [gamma, beta, moving_mean, moving_variance], "
+                     "or recompute the statistics (fix=true)"))
+            continue
+        std_factor = shown(d["var_vs_std_factor"], ".3g")
+        var_factor = shown(d["var_factor"], ".3g")
+        looks_like_std = std_factor < min(STD_LIKE, np.sqrt(var_factor))
+        if var_factor > VAR_FACTOR and looks_like_std and shown(d["mean_shift_std"], ".2f") < MEAN_SHIFT / 2:
+            implausible.append(layer.name)
+            findings.append(finding(
+                "implausible_variance", "C10", layer.name, "error", numbers,
+                f"{layer.name}: the variance slot holds the data's standard deviation, not its variance (within a "
+                f"factor of {std_factor:g} of the standard deviation; {variance_words(d)})",
+                why, "write std**2 in the 4th BN weight (Keras' get_weights() order is [gamma, beta, moving_mean, "
+                     "moving_variance]), or recompute the statistics (fix=true)"))
+            continue
+        shift = shown(d["mean_shift_std"], ".2f")
+        if var_factor > VAR_FACTOR or shift > MEAN_SHIFT:
+            off.append(layer.name)
+            strong = var_factor > STRONG_FACTOR or shift > STRONG_SHIFT
+            severity = ("error" if gap > ACC_GAP_POINTS else "warning") if gap is not None else (
+                "error" if strong else "warning")
+            findings.append(finding(
+                "moving_vs_population", "R2" if shifted else "C01", layer.name, severity, numbers,
+                f"{layer.name}: {deviation_words(d)} (flagged beyond {VAR_FACTOR:g}x or {MEAN_SHIFT:g} standard "
+                "deviations)" + ("" if shifted else ": too few training steps for the momentum, or data unlike "
+                                                    "the training data"),
+                why, SHIFTED_FIX if shifted else STALE_FIX))
+    flagged = len(at_init) + len(off) + len(implausible)
+    rest = len(bns) - flagged
+    if not at_init:
+        ok.append(healthy("moving_stats_at_init", "C03", f"all {len(bns)} BN layers' moving statistics were updated"))
+    if not implausible:
+        ok.append(healthy("implausible_variance", "C10", "no negative variance and no variance that looks like a "
+                                                         "standard deviation"))
+    if rest:
+        clean = [layer_deviation(layer, by_name[layer.name]) for layer in bns
+                 if layer.name not in at_init + off + implausible]
+        worst = max(clean, key=lambda d: (d["var_factor"], d["mean_shift_std"]))
+        which = f"all {len(bns)} BN layers" if not flagged else f"the other {rest} BN layer(s)"
+        ok.append(healthy("moving_vs_population", "R2" if shifted else "C01",
+                          f"{which}: stored statistics match this data's (worst: {deviation_words(worst)})"))
+    return bool(flagged)
+
+
+# ---------------------------------------------------------------- how each entry point runs BN
+
+
+def flag_source(model, bn, received, nodes, ancestry) -> tuple[str, str, str]:
+    """Where a BN layer's training-mode came from at an inference entry point: (claim, source words, advice)."""
+    chain = ancestry.get(id(bn), [])
+    for container, layer, value in nodes:
+        if value and (layer is bn or layer in chain):
+            return ("C04", f"training=True passed to {layer.name!r} when the functional model {container.name!r} was "
+                           "built",
+                    f"rebuild the model calling {layer.name!r} without training=True (fit then runs BN in training "
+                    f"mode and every other call in inference mode) and copy the weights over; until then, run the "
+                    f"model through predict/evaluate or call model(x, training=False)")
+    owners = [c for c in [model, *chain] if not is_graph_model(c)]
+    if received is True and owners:
+        owner = owners[-1]
+        cls = type(owner).__name__
+        try:
+            default = inspect.signature(type(owner).call).parameters["training"].default
+        except (KeyError, TypeError, ValueError):
+            default = None
+        if default is True:
+            return ("C16", f"{cls}.call() of {owner.name!r}, which defaults to training=True",
+                    f"give {cls}.call() the default training=None and pass it on to BN, so inference calls reach BN "
+                    "in inference mode")
+        return ("C04", f"{cls}.call() of {owner.name!r}, which calls it with training=True",
+                f"in {cls}.call(), pass the training argument it receives on to BN (bn(x, training=training)) "
+                "instead of True")
+    cls = type(bn).__name__
+    return ("C04", f"the layer's own class {cls}, which normalises with batch statistics whatever training it "
+                   "receives",
+            f"fix {cls}.call() so that training=False uses the moving statistics")
+
+
+def _entry_point_checks(fw, model, x, bns, modes, findings, ok) -> None:
+    """Item: every way a user runs the model. C04/C16: a BN layer that normalises with batch statistics under
+    predict, evaluate or a direct call, named with where its training=True came from."""
+    xs = x[:DEPENDENCE_SAMPLES]
+    inference = [e for e in ("predict", "evaluate", "call") if e in modes]
+    with precise_bn.statistics_kept(model):
+        dep = {False: probes.batch_dependence(model, xs, training=False, batch_size=len(xs)),
+               None: probes.batch_dependence(model, xs, training=None, batch_size=len(xs))}
+        scale = max(1.0, float(np.mean(np.abs(probes.logits(model, xs, False, len(xs))))))
+    nodes = fixed_training_nodes(model)
+    ancestry = bn_ancestry(model)
+    sources: dict[tuple, dict] = {}
+    for e in inference:
+        for bn in bns:
+            mode = modes[e].get(bn.name)
+            if mode and mode["batch_statistics"]:
+                claim, source, do = flag_source(model, bn, mode["received"], nodes, ancestry)
+                entry = sources.setdefault((claim, source, do), {"layers": [], "entries": []})
+                if bn.name not in entry["layers"]:
+                    entry["layers"].append(bn.name)
+                if e not in entry["entries"]:
+                    entry["entries"].append(e)
+    affected = set()
+    for (claim, source, do), hit in sources.items():
+        affected.update(hit["entries"])
+        flag = None if set(hit["entries"]) == {"call"} else False
+        diff = dep[flag] if dep[flag] / scale > BATCH_DEP_TOL else max(dep.values())
+        moves = any(modes[e][name]["updates"] for e in hit["entries"] for name in hit["layers"])
+        findings.append(finding(
+            "batch_dependence", claim, ", ".join(hit["layers"]), "error",
+            {"max_logit_diff_alone_vs_batch": diff, "relative": diff / scale, "samples": len(xs),
+             "inference_call_changes_moving_stats": moves, "bn_layers_in_training_mode": len(hit["layers"]),
+             "entry_points": ", ".join(hit["entries"])},
+            f"under {entries_text(hit['entries'])}, BN layer(s) {names(hit['layers'])} normalise with each batch's "
+            f"own statistics instead of the stored ones (measured); their training=True comes from {source}",
+            f"a prediction depends on the other samples in its batch: a sample alone differs from the same sample "
+            f"in a batch of {len(xs)} by up to {diff:.3g} in the logits"
+            + (", and every such call overwrites the moving statistics" if moves else ""),
+            do))
+    fine = [e for e in inference if e not in affected]
+    if fine:
+        flag = False if any(e != "call" for e in fine) else None
+        ok.append(healthy("batch_dependence", "C04",
+                          f"{entries_text(fine)}: all {len(bns)} BN layers normalise with their stored statistics "
+                          f"(measured); a sample alone and in a batch of {len(xs)} give the same outputs (max |logit "
+                          f"diff| {dep[flag]:.1e})"))
+    if not sources and max(dep.values()) / scale > BATCH_DEP_TOL:
+        findings.append(finding(
+            "batch_dependence", "C04", None, "error",
+            {"max_logit_diff_alone_vs_batch": max(dep.values()), "relative": max(dep.values()) / scale},
+            "predictions depend on the other samples in their batch although every BN layer uses its stored "
+            "statistics: another layer of the model computes over the batch",
+            f"a sample alone differs from the same sample in a batch of {len(xs)} by up to "
+            f"{max(dep.values()):.3g} in the logits",
+            "find the layer that mixes samples (its call() in training mode at inference, or a batch-wide op)"))
+
+
+def _build_time_flag_checks(fw, model, x, modes, findings, ok) -> None:
+    """C15: training=False fixed when a functional model was built (the Keras guide's `base(x, training=False)`).
+    Measured now: which mode its BN layers run in under fit's call, and whether that call moves their statistics.
+    Latent, where the layer is frozen now: the same measured with it temporarily unfrozen (trainable restored)."""
+    keras_version = fw.keras.__version__
+    nodes = [(c, layer, v) for c, layer, v in fixed_training_nodes(model) if not v and bns_under(layer)]
+    if not nodes:
+        if not any(v for _, _, v in fixed_training_nodes(model)):
+            ok.append(healthy("build_time_training_flag", "C15", "no training= argument fixed when the model was "
+                                                                 "built"))
+        return
+    xs = x[:DEPENDENCE_SAMPLES]
+    for container, layer, _ in nodes:
+        under = bns_under(layer)
+        batch = [b.name for b in under if modes["fit"].get(b.name, {}).get("batch_statistics")]
+        shift = step_shift(model, [b for b in under if b.name in batch], xs)
+        frozen = not layer.trainable or not any(b.trainable for b in under)
+        state = "is frozen (trainable=False)" if frozen else "is trainable"
+        numbers = {"fixed_training": False, "trainable": not frozen, "bn_layers": len(under),
+                   "bn_layers_batch_statistics_under_fit": len(batch), "step_mean_shift_std": shift}
+        if batch:
+            findings.append(finding(
+                "build_time_training_flag", "C15", layer.name, "warning", numbers,
+                f"{layer.name!r} {state} and was called with training=False when the model was built, but under fit's "
+                f"call Keras {keras_version} overrides it: {len(batch)} of its {len(under)} BN layers normalise with "
+                "batch statistics and update their moving statistics (measured)",
+                f"the guide's intent (BN fixed while fine-tuning) does not hold: one fit step on {len(xs)} images "
+                f"moves their moving means by up to {shift:.3g} standard deviations",
+                "if BN should stay in inference mode while fine-tuning, set those BN layers' trainable=False (Keras "
+                "then ignores training=True for them); if batch statistics during fit are what you want, call "
+                f"{layer.name!r} without training=False"))
+            continue
+        ok.append(healthy("build_time_training_flag", "C15",
+                          f"{layer.name!r} {state} and was called with training=False at build time: under fit's call its "
+                          f"{len(under)} BN layers normalise with their stored statistics, which do not change "
+                          "(measured)"))
+        if not frozen:
+            continue
+        with unfrozen(model, layer):
+            latent = bn_modes(model, lambda: model(xs, training=True))
+            would = [b for b in under if latent.get(b.name, {}).get("batch_statistics")]
+            shift = step_shift(model, would, xs)
+        if would:
+            findings.append(finding(
+                "build_time_training_flag", "C15", layer.name, "risk",
+                {**numbers, "bn_layers_batch_statistics_if_unfrozen": len(would), "step_mean_shift_std": shift},
+                f"if you unfreeze {layer.name!r} (trainable=True) to fine-tune it, Keras {keras_version} overrides the "
+                f"training=False it was called with: measured with it temporarily unfrozen, {len(would)} of its "
+                f"{len(under)} BN layers then normalise with batch statistics under fit",
+                f"fine-tuning would then update their moving statistics: one fit step on {len(xs)} images moves the "
+                f"moving means by up to {shift:.3g} standard deviations",
+                "when you unfreeze it, also set its BN layers' trainable=False (for layer in base layers: if "
+                "isinstance(layer, BatchNormalization): layer.trainable = False) to keep them in inference mode",
+                kind="latent"))
+        else:
+            ok.append(healthy("build_time_training_flag", "C15",
+                              f"{layer.name!r} unfrozen (measured on a temporarily unfrozen model): its BN layers "
+                              "would still normalise with their stored statistics under fit"))
+
+
+def _frozen_bn_checks(model, bns, by_name, modes, findings, ok) -> None:
+    """C06: BN layers with trainable=False next to layers that still train, in the same model or custom layer."""
+    frozen_found = False
+    for c in containers(model):
+        subs = sublayers(c)
+        frozen = [layer for layer in subs if is_batch_norm(layer) and not layer.trainable]
+        others = [layer for layer in subs if not is_batch_norm(layer) and layer.trainable and layer.trainable_weights]
+        if not (c.trainable and frozen and others):
+            continue
+        frozen_found = True
+        stored = [b.name for b in frozen if not modes["fit"].get(b.name, {}).get("batch_statistics")]
+        worst = max((layer_deviation(b, by_name[b.name]) for b in frozen), key=lambda d: d["var_factor"])
+        findings.append(finding(
+            "frozen_bn_in_trainable_base", "C06", c.name, "warning",
+            {"frozen_bn_layers": len(frozen), "trainable_layers": len(others),
+             "trainable_weights": int(sum(np.prod(w.shape) for layer in others for w in layer.trainable_weights)),
+             "stored_statistics_under_fit": len(stored), "worst_var_factor": worst["var_factor"],
+             "worst_mean_shift_std": worst["mean_shift_std"]},
+            f"BN layer(s) {names(b.name for b in frozen)} are frozen (trainable=False) while {len(others)} other "
+            f"layer(s) of {c.name!r} still train; under fit's call {len(stored)} of them normalise with their stored "
+            "statistics, which no longer follow the layers before them (measured)",
+            f"each fine-tuning step can move their inputs away from those statistics; now the worst of them is at "
+            f"{deviation_words(worst)}",
+            "after fine-tuning, recompute the statistics (fix=true), or freeze the whole base; nothing to do while "
+            "the statistics still match"))
+    if not frozen_found:
+        ok.append(healthy("frozen_bn_in_trainable_base", "C06", "no frozen BN layer inside a model or layer that "
+                                                                "still trains"))
+
+
+def _small_batch_checks(bns, by_name, request, findings, ok) -> None:
+    """C11: values per channel BN averages over in one training batch."""
+    tbs = request.get("train_batch_size")
+    if not tbs:
+        return
+    calib_bs = int(request["batch_size"])
+    tiny = []
+    for layer in bns:
+        positions = max(by_name[layer.name].m // calib_bs, 1)
+        values = int(tbs) * positions
+        if values < TINY_GROUP:
+            tiny.append(layer.name)
+            findings.append(finding(
+                "small_batch_groups", "C11", layer.name, "warning",
+                {"train_batch_size": int(tbs), "values_per_channel": values, "positions_per_sample": positions},
+                f"{layer.name}: at training batch size {tbs} it estimates each channel's mean and variance from "
+                f"{values} values per batch (fewer than {TINY_GROUP})",
+                f"statistics from {values} values per channel are noisy enough to cost accuracy (bnexp's batch_size "
+                "scenario measures BN losing accuracy at batch sizes 2 and 4)",
+                "train with a larger batch, GroupNormalization / LayerNormalization, or "
+                "BatchNormalization(renorm=True), and recompute the population statistics after training (fix=true)"))
+    if not tiny:
+        ok.append(healthy("small_batch_groups", "C11", f"at training batch size {tbs} every BN layer averages over "
+                                                       f">= {TINY_GROUP} values per channel"))
+
+
+# ---------------------------------------------------------------- the recalibrated copy (fix=true)
+
+
+FIX_RULE = ("recommended only if the 95% interval of the held-out accuracy change lies above 0: a paired comparison "
+            "of the same held-out images before and after, exact (Clopper-Pearson) on the images whose prediction "
+            "changed from right to wrong or wrong to right, equivalent to an exact two-sided McNemar test at 5%")
+
+
+def paired_change(before_right: np.ndarray, after_right: np.ndarray) -> dict:
+    """Accuracy change after - before on the same images with its exact 95% interval (see FIX_RULE)."""
+    from scipy import stats
+
+    n = len(before_right)
+    b = int(np.sum(before_right & ~after_right))  # right -> wrong
+    c = int(np.sum(~before_right & after_right))  # wrong -> right
+    k = b + c
+    if k == 0:
+        lo = hi = 0.0
+        p = 1.0
+    else:
+        p_lo = float(stats.beta.ppf(0.025, c, b + 1)) if c > 0 else 0.0
+        p_hi = float(stats.beta.ppf(0.975, c + 1, b)) if b > 0 else 1.0
+        lo, hi = k / n * (2 * p_lo - 1), k / n * (2 * p_hi - 1)
+        p = float(stats.binomtest(c, k, 0.5).pvalue)
+    return {"held_out": n, "right_to_wrong": b, "wrong_to_right": c, "change": (c - b) / n, "interval": [lo, hi],
+            "p_value": p, "recommended": bool(lo > 0)}
+
+
+def _load_for_copy(fw, request):
+    """The original model with its compile settings and optimizer state where Keras can restore them; what the
+    copy keeps and drops."""
+    path, module, trust = request["model"], request.get("custom_objects"), bool(request.get("trust_model"))
+    try:
+        with contextlib.redirect_stderr(sys.stdout):
+            model = fw.keras.models.load_model(path, custom_objects=custom_objects(module), compile=True,
+                                               safe_mode=not trust)
+    except Exception as e:  # noqa: BLE001 - a custom loss or metric Keras cannot rebuild: the weights still load
+        model = load_model(fw, path, module, trust)
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        return model, [], [f"compile settings and optimizer state (Keras could not restore them: {first})"]
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return model, [], ["nothing: the file holds no compile settings or optimizer state"]
+    variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+    step = int(np.asarray(optimizer.iterations)) if getattr(optimizer, "iterations", None) is not None else 0
+    kept = [f"compile settings (loss, metrics) and the {type(optimizer).__name__} optimizer"
+            + (f" with its state ({len(variables)} variables, step {step})" if step else "")]
+    dropped = [] if step else ["the optimizer's state: Keras did not restore it from the file (the optimizer "
+                               "restarts at step 0)"]
+    return model, kept, dropped
+
+
+def _recalibrated_copy(fw, model, stats, request, xe, ye) -> dict:
+    """Population statistics written into a copy of the original (compile settings and optimizer state kept where
+    Keras restores them), saved beside the report, reloaded, and judged on the held-out images (FIX_RULE). A copy
+    that is not recommended is deleted; without labels the copy is kept, unjudged."""
+    target = Path(request["fix_path"])
+    if target.resolve() == Path(request["model"]).resolve() or target.exists():
+        raise UserError(f"fix=true would write {target}, which exists; bnexp doctor never overwrites a file: "
+                        "remove it or choose another out=")
+    copy, kept, dropped = _load_for_copy(fw, request)
+    copy_bns = batch_norm_layers(copy)
+    if [b.name for b in copy_bns] != [s.name for s in stats.layers]:
+        raise RuntimeError("the reloaded model's BN layers differ from the checked model's")
+    for layer, s in zip(copy_bns, stats.layers):
+        layer.moving_mean.assign(s.mean.astype(np.float32))
+        layer.moving_variance.assign(s.var_biased.astype(np.float32))
+    candidate = target.with_name(f".candidate-{target.name}")
+    if candidate.exists():
+        shutil.rmtree(candidate) if candidate.is_dir() else candidate.unlink()
+    copy.save(str(candidate))
+    out = {"calibration_batches": stats.forward_passes,
+           "variance": VARIANCE_CONVENTION, "mode": "the model called as predict calls it (training=False), only the "
+                                                    "BN layers in training mode", "rule": FIX_RULE,
+           "kept": ["the architecture and every weight, the BN moving statistics replaced", *kept],
+           "dropped": dropped}
+    if xe is None:
+        candidate.rename(target)
+        return {**out, "status": "unjudged", "path": str(target)}
+    reloaded = load_model(fw, str(candidate), request.get("custom_objects"), bool(request.get("trust_model")))
+    bs = int(request["batch_size"])
+    before = np.argmax(probes.logits(model, xe, False, bs), -1) == ye
+    after = np.argmax(probes.logits(reloaded, xe, False, bs), -1) == ye
+    judged = paired_change(before, after)
+    out.update(accuracy_before=float(np.mean(before)), accuracy_after=float(np.mean(after)), **judged)
+    if judged["recommended"]:
+        candidate.rename(target)
+        return {**out, "status": "recommended", "path": str(target)}
+    shutil.rmtree(candidate) if candidate.is_dir() else candidate.unlink()
+    return {**out, "status": "not_recommended", "path": None}
+
+
 # ---------------------------------------------------------------- the diagnosis
 
 
@@ -299,6 +953,8 @@ def diagnose(request: dict, fw=None) -> dict:
               "trust_model": trust, "findings": [], "healthy": []}
     bns = batch_norm_layers(model)
     report["bn_layers"] = [layer.name for layer in bns]
+    ancestry = bn_ancestry(model)
+    report["bn_holders"] = {layer.name: [c.name for c in ancestry.get(id(layer), [])] for layer in bns}
     if not bns:
         report["note"] = "the model has no BatchNormalization layer: nothing to check"
         return report
@@ -325,7 +981,7 @@ def diagnose(request: dict, fw=None) -> dict:
     report["data"] = {"source": source, "split": request["data"].get("split"), "samples": int(len(x)),
                       "calibration": int(n_full * len(batches[0])), "held_out": int(len(held)),
                       "labels": bool(labelled), "batch_size": bs, "input_shape": list(x.shape[1:])}
-    stats = precise_bn.population_stats(model, batches)
+    stats = population_stats(model, batches)
     by_name = {s.name: s for s in stats.layers}
 
     accuracy = None
@@ -336,204 +992,26 @@ def diagnose(request: dict, fw=None) -> dict:
                         "population": probes.accuracy_precise(model, xe, ye, stats, batch_size=bs),
                         "batch": probes.accuracy(model, xe, ye, True, bs)}
         report["accuracy"] = accuracy
-    gap = None if accuracy is None else accuracy["population"] - accuracy["moving"]
-    acc_numbers = {} if accuracy is None else {f"acc_{k}": v for k, v in accuracy.items()}
 
     findings, ok = report["findings"], report["healthy"]
-    explained = _statistics_checks(bns, by_name, initial, gap, acc_numbers, findings, ok,
+    explained = _statistics_checks(bns, by_name, initial, accuracy, findings, ok,
                                    shifted=request.get("domain") == "shifted")
-    if gap is not None and gap > ACC_GAP and not explained:
+    if accuracy is not None and gap_points(accuracy) > ACC_GAP_POINTS and not explained:
         findings.append(finding(
-            "accuracy_gap", "C01", None, "error", {**acc_numbers, "gap": gap},
-            "inference accuracy with the stored moving statistics is below the accuracy with population "
-            "statistics recomputed on this data: recompute them after training (precise BN: bnexp doctor "
-            "fix=true writes a recalibrated copy)"))
-    _batch_dependence_check(model, x, bns, findings, ok)
-    _structure_checks(model, x, bns, by_name, request, findings, ok, fw.keras.__version__)
+            "accuracy_gap", "C01", None, "error", {**{f"acc_{k}": v for k, v in accuracy.items()},
+                                                   "gap_points": gap_points(accuracy)},
+            "no single BN layer's statistics are far enough off to be flagged, but together the stored statistics "
+            "cost accuracy", accuracy_words(accuracy), STALE_FIX))
+    modes = entry_point_modes(fw, model, x[:DEPENDENCE_SAMPLES])
+    report["entry_points"] = {e: sorted(n for n, m in modes[e].items() if m["batch_statistics"]) for e in modes}
+    _entry_point_checks(fw, model, x, bns, modes, findings, ok)
+    _build_time_flag_checks(fw, model, x, modes, findings, ok)
+    _frozen_bn_checks(model, bns, by_name, modes, findings, ok)
+    _small_batch_checks(bns, by_name, request, findings, ok)
     if request.get("fix"):
         report["fix"] = _recalibrated_copy(fw, model, stats, request, x[held] if labelled else None,
-                                           y[held] if labelled else None, accuracy)
+                                           y[held] if labelled else None)
     return report
-
-
-# domain=shifted: the statistics are expected to differ; the fix is covariate-shift adaptation (R2).
-SHIFTED_FIX = ("this data comes from a shifted domain, and the BN statistics are the training domain's: adapt "
-               "them by recomputing BN statistics on unlabeled samples of this domain (R2, Schneider et al. 2020; "
-               "measured in bnexp's domain_shift scenario, where a few hundred samples suffice). fix=true writes "
-               "such an adapted copy from the data given; evaluate it on other samples of the domain")
-
-
-def _statistics_checks(bns, by_name, initial, gap, acc_numbers, findings, ok, shifted: bool = False) -> bool:
-    """C03 (never updated), C10 (implausible), C01 (stale); True when some layer's statistics are off."""
-    severity_from_gap = None if gap is None else ("error" if gap > ACC_GAP else "warning")
-    at_init, off, std_like, negative = [], [], [], []
-    for layer in bns:
-        d = layer_deviation(layer, by_name[layer.name])
-        if at_initial_values(initial, layer.name):
-            at_init.append(layer.name)
-            findings.append(finding(
-                "moving_stats_at_init", "C03", layer.name, "error",
-                {"channels": d["channels"], **acc_numbers},
-                "the moving mean and variance are exactly their initial 0 and 1: they were never updated, e.g. "
-                "BN was called with training=False (or in a custom loop calling model(x, training=False)) while "
-                "training, so the model was trained as if it had no BN. Retrain with BN's training argument left to "
-                "fit (or passed through from call()); fix=true recomputes the statistics, which helps only where "
-                "the accuracy with population statistics above is higher"))
-            continue
-        if d["negative_variances"]:
-            negative.append(layer.name)
-            findings.append(finding(
-                "implausible_variance", "C10", layer.name, "error", d,
-                "the moving variance has negative entries, which no training produces: the weights were written by "
-                "hand in the wrong order or slot; Keras' get_weights() order is [gamma, beta, moving_mean, "
-                "moving_variance]. Recompute the statistics (fix=true)"))
-            continue
-        looks_like_std = d["var_vs_std_log_abs"] < min(STD_LIKE, d["var_log_ratio_abs"] / 2)
-        if d["var_log_ratio_abs"] > VAR_LOG_RATIO and looks_like_std and d["mean_shift_std"] < MEAN_SHIFT / 2:
-            std_like.append(layer.name)
-            findings.append(finding(
-                "implausible_variance", "C10", layer.name, "error", d,
-                "the 4th BN weight (moving_variance) matches the population standard deviation, not the variance: "
-                "a standard deviation was written where Keras expects a variance (get_weights() order is [gamma, "
-                "beta, moving_mean, moving_variance]). Write std**2 there, or recompute the statistics (fix=true)"))
-            continue
-        if d["var_log_ratio_abs"] > VAR_LOG_RATIO or d["mean_shift_std"] > MEAN_SHIFT:
-            off.append(layer.name)
-            strong = d["var_log_ratio_abs"] > STRONG_LOG_RATIO or d["mean_shift_std"] > STRONG_SHIFT
-            severity = severity_from_gap or ("error" if strong else "warning")
-            keep = ("var_log_ratio", "var_log_ratio_abs", "mean_shift_std", "channels")
-            findings.append(finding(
-                "moving_vs_population", "R2" if shifted else "C01", layer.name, severity,
-                {**{k: d[k] for k in keep}, **acc_numbers}, SHIFTED_FIX if shifted else
-                "the moving statistics are far from the population statistics of this data: too few training "
-                "steps for the momentum (e.g. momentum 0.99 keeps about 0.99^steps of the initial 0/1), or the "
-                "data differs from what the model was trained on. Recompute them after training (precise BN; "
-                "fix=true writes a recalibrated copy), or use momentum about exp(-1/steps) (C02)"))
-    if not at_init:
-        ok.append(healthy("moving_stats_at_init", "C03", f"all {len(bns)} BN layers' moving statistics were updated"))
-    if not (negative or std_like):
-        ok.append(healthy("implausible_variance", "C10", "no negative variance; no variance that looks like a "
-                                                         "standard deviation"))
-    if not off:
-        worst = max((layer_deviation(layer, by_name[layer.name]) for layer in bns if layer.name not in at_init),
-                    key=lambda d: d["var_log_ratio_abs"], default=None)
-        summary = "no layer to compare" if worst is None else (
-            f"moving vs population statistics agree (worst layer: variance |log-ratio| {worst['var_log_ratio_abs']:.2f}"
-            f", mean shift {worst['mean_shift_std']:.2f} std)")
-        ok.append(healthy("moving_vs_population", "C01", summary))
-    return bool(at_init or off or negative or std_like)
-
-
-def _batch_dependence_check(model, x, bns, findings, ok) -> None:
-    """C04: a sample predicted alone vs inside a batch, in inference mode (what predict/evaluate use)."""
-    xs = x[:DEPENDENCE_SAMPLES]
-    with precise_bn.statistics_kept(model):
-        diff = probes.batch_dependence(model, xs, training=False, batch_size=len(xs))
-        scale = max(1.0, float(np.mean(np.abs(probes.logits(model, xs, False, len(xs))))))
-    with precise_bn.statistics_kept(model):
-        before = probes.moving_stats(model)
-        model(xs, training=False)
-        changed = probes.stats_changed(before, probes.moving_stats(model))
-    in_training = sorted(name for name, flags in flags_received(model, xs[:4], False).items() if True in flags)
-    if diff / scale > BATCH_DEP_TOL or changed:
-        findings.append(finding(
-            "batch_dependence", "C04", ", ".join(in_training) or None, "error",
-            {"max_logit_diff_alone_vs_batch": diff, "relative": diff / scale, "samples": len(xs),
-             "inference_call_changes_moving_stats": changed, "bn_layers_in_training_mode": len(in_training)},
-            "predictions in inference mode depend on the other samples of the batch: BN is left in training mode "
-            "(training=True hard-coded in call() or at build time, or a layer before BN that defaults to "
-            "training=True, C16). Pass the training argument that call() receives on to BN, or leave it out"))
-    else:
-        ok.append(healthy("batch_dependence", "C04", f"a sample alone and inside a batch of {len(xs)} give the same "
-                                                     f"outputs (max |logit diff| {diff:.1e})"))
-
-
-def _structure_checks(model, x, bns, by_name, request, findings, ok, keras_version) -> None:
-    # C06: frozen BN layers next to trainable layers in the same (sub)model.
-    frozen_found = False
-    for c in containers(model):
-        frozen = [layer.name for layer in c.layers if is_batch_norm(layer) and not layer.trainable]
-        others = [layer for layer in c.layers
-                  if not is_batch_norm(layer) and layer.trainable and layer.trainable_weights]
-        if c.trainable and frozen and others:
-            frozen_found = True
-            findings.append(finding(
-                "frozen_bn_in_trainable_base", "C06", c.name, "warning",
-                {"frozen_bn_layers": len(frozen), "trainable_layers": len(others),
-                 "trainable_weights": int(sum(np.prod(w.shape) for layer in others for w in layer.trainable_weights))},
-                f"BN layers {', '.join(frozen)} are frozen while other layers of {c.name!r} still train: in TF2 "
-                "semantics a frozen BN normalizes with the statistics it had when frozen while the layers before it "
-                "keep changing its input (under Keras <= 2.2.4 / TF1 it would even use batch statistics in training "
-                "and the stale ones at inference, C06). Harmless while moving_vs_population finds no drift; otherwise "
-                "recompute the statistics after fine-tuning (fix=true), or freeze the whole base"))
-    if not frozen_found:
-        ok.append(healthy("frozen_bn_in_trainable_base", "C06", "no frozen BN layer inside a trainable (sub)model"))
-
-    # C15: training= fixed while a functional model was built: does the installed Keras honour it?
-    nodes = fixed_training_nodes(model)
-    if nodes:
-        sample = x[:4]
-        seen = {value: flags_received(model, sample, not value) for value in {v for _, _, v in nodes}}
-        for container, layer, value in nodes:
-            under = [layer] if is_batch_norm(layer) else batch_norm_layers(layer)
-            received = set().union(*(seen[value][b.name] for b in under)) if under else set()
-            if not under:
-                continue
-            ignored = (not value) in received
-            numbers = {"fixed_training": value, "outer_training": not value, "ignored": ignored,
-                       "bn_layers": len(under)}
-            if ignored:
-                findings.append(finding(
-                    "build_time_training_flag", "C15", layer.name, "warning", numbers,
-                    f"{layer.name!r} was called with training={value} while the functional model was built, but "
-                    f"the installed Keras ({keras_version}) overrides it whenever the model is called with "
-                    f"training={not value} (fit passes True; predict/evaluate False): its {len(under)} BN layer(s) "
-                    f"{'updated their statistics during fit' if not value else 'use moving statistics at inference'}. "
-                    "To keep BN in inference mode while fine-tuning, set its layers' trainable=False"))
-            else:
-                ok.append(healthy("build_time_training_flag", "C15",
-                                  f"training={value} fixed at build time on {layer.name!r} is honoured by the "
-                                  f"installed Keras"))
-    else:
-        ok.append(healthy("build_time_training_flag", "C15", "no training= argument fixed at build time"))
-
-    # C11: values per channel BN averages over in one training batch.
-    tbs = request.get("train_batch_size")
-    if tbs:
-        calib_bs = int(request["batch_size"])
-        tiny = []
-        for layer in bns:
-            positions = max(by_name[layer.name].m // calib_bs, 1)
-            values = int(tbs) * positions
-            if values < TINY_GROUP:
-                tiny.append(layer.name)
-                findings.append(finding(
-                    "small_batch_groups", "C11", layer.name, "warning",
-                    {"train_batch_size": int(tbs), "values_per_channel": values, "positions_per_sample": positions},
-                    f"at training batch size {tbs} this BN layer estimates each channel's mean and variance from "
-                    f"{values} values per batch (one per sample after a dense layer): too noisy. Use a larger batch, "
-                    "GroupNormalization / LayerNormalization, or BatchNormalization(renorm=True), and recompute the "
-                    "population statistics after training (fix=true)"))
-        if not tiny:
-            ok.append(healthy("small_batch_groups", "C11", f"at training batch size {tbs} every BN layer averages over "
-                                                           f">= {TINY_GROUP} values per channel"))
-
-
-def _recalibrated_copy(fw, model, stats, request, xe, ye, accuracy) -> dict:
-    """Write the model with population statistics to a new file in the output folder; accuracy of the reloaded copy."""
-    target = Path(request["fix_path"])
-    if target.resolve() == Path(request["model"]).resolve() or target.exists():
-        raise UserError(f"fix=true would write {target}, which exists; bnexp doctor never overwrites a file: "
-                        "remove it or choose another out=")
-    precise_bn.apply(model, stats)
-    model.save(str(target))
-    out = {"path": str(target), "calibration_batches": stats.forward_passes}
-    if xe is not None:
-        copy = load_model(fw, str(target), request.get("custom_objects"), bool(request.get("trust_model")))
-        out["accuracy_before"] = accuracy["moving"]
-        with precise_bn.statistics_kept(copy):
-            out["accuracy_after"] = probes.accuracy(copy, xe, ye, False, int(request["batch_size"]))
-    return out
 
 
 def main(request_path: str, result_path: str) -> int:
