@@ -1,6 +1,9 @@
 """`bnexp doctor` on small saved models with known, injected pitfalls (tests/doctor_zoo.py): each model gets
 exactly its pitfall's claim, the healthy one nothing; fix=true raises the stale model's accuracy without
-touching the input; every bad input is one line, exit 2. Keras 3 models are checked in this process
+touching the input; every bad input is one line, exit 2. The models people bring (issue #27): BN held by a custom
+layer, a BatchNormalization subclass (frozen, scale off), the Keras guide's transfer recipe frozen and unfrozen,
+training=True fixed when a functional model was built, fixes that hurt or do not help; each test states the
+findings expected before the run. Keras 3 models are checked in this process
 (diagnose() with the request the parent prepares); the tf-keras .h5 model and the missing-custom-class
 case go through the real CLI (parent + child process; the missing class stops in the parent). Model files
 that carry code: tests/test_doctor_untrusted.py."""
@@ -21,6 +24,7 @@ from bnexp import cli, doctor
 from bnexp.errors import UserError
 from bnexp.workers import child_env
 from bnexp.toolkit import diagnose, precise_bn
+from bnexp.toolkit.models import batch_norm_layers
 from bnexp.toolkit.framework import activate
 from conftest import ROOT, bnexp_env
 
@@ -240,3 +244,165 @@ def test_bad_data_from_a_dataset_is_caught_in_the_child(fw, zoo, tmp_path, cache
     monkeypatch.setenv("BNEXP_CACHE", str(cache_dir))
     with pytest.raises(UserError, match=r"\(28, 28, 1\) do not fit the model's input \(12, 12, 1\)"):
         check(fw, tmp_path, zoo["healthy"], "fashion_mnist", "split=test", "doctor.max_samples=64")
+
+
+# ---------------------------------------------------------------- the zoo of issue #27
+
+
+CUSTOM = "custom_objects=doctor_custom"
+
+
+def measured(report):
+    return [f for f in report["findings"] if f["kind"] == "measured"]
+
+
+def latent(report):
+    return [f for f in report["findings"] if f["kind"] == "latent"]
+
+
+def texts(report, out):
+    return doctor.terminal(report, out) + "\n" + doctor.markdown(report, out)
+
+
+def copy_stats(fw, path, name):
+    model = fw.keras.models.load_model(path, compile=False)
+    (layer,) = [b for b in batch_norm_layers(model) if b.name == name]
+    return layer, np.array(layer.moving_mean), np.array(layer.moving_variance)
+
+
+def test_nested_block_bn_held_as_an_attribute(fw, zoo, tmp_path):
+    """Expected: both BN layers found (block_bn inside the custom layer 'block', center off), both C01 errors
+    (momentum 0.99, 20 steps), no other finding; the copy is recommended and its block_bn statistics replaced."""
+    report = check(fw, tmp_path, zoo["nested_block"], zoo["data"], CUSTOM, "fix=true")
+    assert report["bn_layers"] == ["block_bn", "fc_bn"] and report["bn_holders"]["block_bn"] == ["block"]
+    assert claims(report) == {"C01"} and {f["layer"] for f in report["findings"]} == {"block_bn", "fc_bn"}
+    assert all(f["severity"] == "error" for f in report["findings"]) and doctor.exit_code(report) == 1
+    fix = report["fix"]
+    assert fix["status"] == "recommended" and fix["interval"][0] > 0
+    _, before_mean, _ = copy_stats(fw, zoo["nested_block"], "block_bn")
+    _, after_mean, _ = copy_stats(fw, fix["path"], "block_bn")
+    assert not np.allclose(before_mean, after_mean)  # recalibration reached the BN inside the block
+
+
+def test_bn_subclass_frozen_and_without_scale(fw, zoo, tmp_path):
+    """Expected: MyBatchNorm layers found (conv_mybn scale off, fc_mybn frozen), C01 errors on both, a C06 warning
+    (fc_mybn frozen next to trainable layers); the copy is recommended, reaches the frozen layer and keeps it
+    frozen; the optimizer state cannot be restored (the frozen layer changed the trainable weights) and the
+    report says so."""
+    report = check(fw, tmp_path, zoo["bn_subclass"], zoo["data"], CUSTOM, "fix=true")
+    assert report["bn_layers"] == ["conv_mybn", "fc_mybn"]
+    assert claims(report) == {"C01", "C06"}
+    assert {f["layer"] for f in report["findings"] if f["claim"] == "C01"} == {"conv_mybn", "fc_mybn"}
+    (c06,) = [f for f in report["findings"] if f["claim"] == "C06"]
+    assert c06["severity"] == "warning" and "fc_mybn are frozen" in c06["what"]
+    fix = report["fix"]
+    assert fix["status"] == "recommended"
+    assert any("optimizer" in d for d in fix["dropped"])
+    layer, _, after_var = copy_stats(fw, fix["path"], "fc_mybn")
+    _, _, before_var = copy_stats(fw, zoo["bn_subclass"], "fc_mybn")
+    assert not layer.trainable and not np.allclose(before_var, after_var)
+
+
+def test_guide_recipe_frozen_base_is_healthy_now_with_a_latent_risk(fw, zoo, tmp_path):
+    """Expected: no measured finding (the frozen base's BN stays in inference mode under fit and its statistics do
+    not move); one latent C15 risk for 'base' (unfreezing it lets Keras 3 override training=False), labelled as
+    such and never an error; exit 0. Never the false claim that statistics were updated during fit."""
+    report = check(fw, tmp_path, zoo["guide_frozen"], zoo["data"])
+    assert measured(report) == [] and doctor.exit_code(report) == 0
+    (risk,) = latent(report)
+    assert risk["claim"] == "C15" and risk["severity"] == "risk" and risk["layer"] == "base"
+    assert risk["what"].startswith("if you unfreeze 'base'")
+    assert risk["numbers"]["bn_layers_batch_statistics_if_unfrozen"] == 2
+    (ok,) = [h for h in report["healthy"] if h["claim"] == "C15"]
+    assert "do not change" in ok["summary"]
+    out = texts(report, tmp_path)
+    assert "updated their statistics during fit" not in out and "Latent risks (not happening now)" in out
+
+
+def test_unfreezing_probe_restores_every_trainable_flag(fw, zoo):
+    model = fw.keras.models.load_model(zoo["guide_frozen"], compile=False)
+    before = [(layer.name, layer.trainable) for layer in diagnose.all_layers(model)]
+    with diagnose.unfrozen(model, model.get_layer("base")):
+        assert all(b.trainable for b in batch_norm_layers(model))
+    assert [(layer.name, layer.trainable) for layer in diagnose.all_layers(model)] == before
+
+
+def test_guide_recipe_unfrozen_base_is_measured_c15(fw, zoo, tmp_path):
+    """Expected: one measured C15 warning on 'base' (trainable, training=False overridden under fit: 2 BN layers in
+    batch statistics), no latent risk (nothing to unfreeze), exit 0."""
+    report = check(fw, tmp_path, zoo["base_training_false"], zoo["data"])
+    (f,) = report["findings"]
+    assert (f["claim"], f["kind"], f["severity"], f["layer"]) == ("C15", "measured", "warning", "base")
+    assert "overrides it" in f["what"] and latent(report) == [] and doctor.exit_code(report) == 0
+
+
+def test_build_time_training_true_in_a_functional_model(fw, zoo, tmp_path):
+    """Expected: one C04 error naming both BN layers of 'base', under a direct call model(x) only (predict and
+    evaluate run them in inference mode), with the flag's origin (training=True passed to 'base' when the model
+    was built) and advice for that case; predict and evaluate listed healthy."""
+    report = check(fw, tmp_path, zoo["build_time_true"], zoo["data"])
+    (f,) = report["findings"]
+    assert (f["claim"], f["severity"], f["layer"]) == ("C04", "error", "base_conv_bn, base_fc_bn")
+    assert f["numbers"]["entry_points"] == "call" and f["numbers"]["relative"] > 0.01
+    assert "a direct call model(x)" in f["what"] and "training=True passed to 'base'" in f["what"]
+    assert "without training=True" in f["fix"] and "training=False" not in f["what"]
+    assert report["entry_points"] == {"predict": [], "evaluate": [], "call": ["base_conv_bn", "base_fc_bn"],
+                                      "fit": ["base_conv_bn", "base_fc_bn"]}
+    (ok,) = [h for h in report["healthy"] if h["claim"] == "C04"]
+    assert ok["summary"].startswith("predict and evaluate:")
+
+
+def test_training_true_hard_coded_in_call_names_the_class(fw, zoo, tmp_path):
+    report = check(fw, tmp_path, zoo["training_true"], zoo["data"], CUSTOM)
+    (f,) = report["findings"]
+    assert "AlwaysTrainingNet.call()" in f["what"] and f["numbers"]["entry_points"] == "predict, evaluate, call"
+    assert not [h for h in report["healthy"] if h["claim"] == "C04"]  # the honoured flag is never "healthy"
+
+
+def test_a_fix_that_hurts_is_not_recommended_and_not_written(fw, zoo, tmp_path):
+    """Expected: C03 errors on both layers (statistics never updated, a model trained as if it had no BN); the
+    recomputed statistics lower held-out accuracy, so the copy is not recommended and no file is written; C03's
+    advice says recomputing does not help this model."""
+    report = check(fw, tmp_path, zoo["never_updated"], zoo["data"], "fix=true")
+    assert claims(report) == {"C03"}
+    assert all("does not help" in f["fix"] for f in report["findings"])
+    fix = report["fix"]
+    assert fix["status"] == "not_recommended" and fix["path"] is None and fix["interval"][1] < 0
+    assert not list((tmp_path / "out").glob("*recalibrated*")) and not list((tmp_path / "out").glob(".candidate*"))
+    assert "NOT RECOMMENDED, none written" in texts(report, tmp_path / "out")
+
+
+def test_a_fix_that_does_not_help_is_not_recommended(fw, zoo, tmp_path):
+    report = check(fw, tmp_path, zoo["healthy"], zoo["data"], "fix=true")
+    fix = report["fix"]
+    assert report["findings"] == [] and fix["status"] == "not_recommended" and not fix["recommended"]
+    assert not list((tmp_path / "out").glob("*recalibrated*"))
+
+
+def test_findings_read_without_this_project(fw, zoo, tmp_path):
+    """Words, not raw keys; what/why/do each a sentence; the claim linked to its report section."""
+    report = check(fw, tmp_path, zoo["stale"], zoo["data"])
+    out = texts(report, tmp_path / "out")
+    assert "var_log_ratio" not in out and "x the data's" in out
+    assert "what: " in out and "why: " in out and "do: " in out
+    assert "results/report.md#scenario-momentum)" in doctor.markdown(report, tmp_path / "out")
+    for f in report["findings"]:
+        assert "points" in f["why"]  # the number that says why, with its unit
+
+
+def test_thresholds_compare_the_printed_value():
+    acc = {"moving": 0.5004, "population": 0.5196, "batch": 0.5}  # printed 0.500 and 0.520: 2.0 points
+    assert diagnose.gap_points(acc) == 2.0 and not diagnose.gap_points(acc) > diagnose.ACC_GAP_POINTS
+    assert diagnose.shown(2.004, ".3g") == 2.0
+
+
+def test_paired_rule():
+    def judged(b, c, n=1000):
+        before = np.array([True] * b + [False] * c + [True] * (n - b - c))
+        after = np.array([False] * b + [True] * c + [True] * (n - b - c))
+        return diagnose.paired_change(before, after)
+
+    assert not judged(0, 0)["recommended"] and not judged(10, 14)["recommended"]
+    assert judged(0, 8)["recommended"] and judged(5, 25)["recommended"] and not judged(30, 5)["recommended"]
+    r = judged(5, 25)
+    assert r["change"] == pytest.approx(0.02) and r["p_value"] < 0.05 and r["interval"][0] > 0
