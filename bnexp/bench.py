@@ -16,6 +16,10 @@
    reference sweep, `make sweep`).                                   goal <= 30 min (5 seeds, 2 cores)
 6. Where the reference sweep's seconds go, per scenario: its committed records' wall, fit and precise-BN
    seconds (results/records.jsonl.gz and results/runs/, the reference's planned runs).
+7. `bnexp doctor` on a real architecture: keras.applications.MobileNetV2(weights=None) at 96x96, 10 classes,
+   saved as .keras, checked on an .npz of 2,000 and of 10,000 random images (and `fix=true` at 2,000): wall
+   time of the fresh `python -m bnexp doctor` process and the peak RSS of its largest process.
+                                                                     goal 10,000 images < 60 s (2 cores)
 
 Results go to stdout and results/bench.md (with date and machine), or to --out. Run
 `python -m bnexp.bench --only 1,2` for a subset: the rows of the other measures are kept from the file.
@@ -37,10 +41,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bnexp import atomic
+from bnexp.workers import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.train_size=2048", "data.test_size=512", "probe.precise_batches=20"]
 WARM_RUNS = 50  # 1-step runs in one warm worker, for its fixed cost and its memory after 50 runs
+DOCTOR_SIZES = (2000, 10000)  # measure 7: images in the .npz given to `bnexp doctor` (doctor.max_samples too)
+DOCTOR_FIX_AT = 2000          # measure 7: the size also checked with fix=true
+DOCTOR_GOAL_S = {10000: 60.0}  # measure 7: wall-time goal by size, 2 cores
 
 
 def _env(cache: Path, jobs: int = 2) -> dict:
@@ -210,6 +218,86 @@ def reference_seconds() -> list[dict]:
     return rows
 
 
+_BUILD_MOBILENET = """
+import sys
+from bnexp.toolkit.framework import activate
+fw = activate("keras3")
+size = int(sys.argv[2])
+model = fw.keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=10)
+model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+model.save(sys.argv[1])
+"""
+
+
+def _doctor_run(model: Path, data: Path, n: int, out: Path, fix: bool, cache: Path) -> dict:
+    """One fresh `python -m bnexp doctor` process: its wall time, the peak RSS of the largest process in its tree
+    (os.wait4's rusage: the process and the children it waited for, i.e. the check child), its exit code and
+    doctor.json."""
+    args = [f"model={model}", f"data={data}", f"doctor.max_samples={n}", f"out={out}", f"fix={str(fix).lower()}"]
+    log = out.with_suffix(".log")
+    with open(log, "w") as f:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "bnexp", "doctor", *args], cwd=ROOT, env=_env(cache),
+                                stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):  # 0: no error finding, 1: findings; 2 bad input, 3 the doctor failed
+        raise RuntimeError(f"bnexp doctor {' '.join(args)} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+    report = json.loads((out / "doctor.json").read_text())
+    fix_report = report.get("fix") or {}
+    return {"n": n, "fix": fix, "wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "exit": proc.returncode,
+            "bn_layers": len(report.get("bn_layers", [])), "samples": (report.get("data") or {}).get("samples"),
+            "errors": sum(x.get("severity") == "error" for x in report.get("findings", [])),
+            "fix_status": fix_report.get("status")}
+
+
+def doctor_mobilenet(cache: Path, sizes=DOCTOR_SIZES, image: int = 96, fix_at: int | None = DOCTOR_FIX_AT) -> dict:
+    """`bnexp doctor` on keras.applications.MobileNetV2(weights=None, input_shape=(image, image, 3), classes=10),
+    saved as .keras (built in a child process: no weights downloaded, no TensorFlow in this one), on an .npz of
+    n random images in [0, 1] (float32) with random labels 0..9 for each n in `sizes`, doctor.max_samples=n;
+    once more with fix=true at n = fix_at (if it is one of `sizes`). The values are random: what the check
+    costs does not depend on them (the same passes run whatever the data)."""
+    import numpy as np
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bnexp-bench-doctor-") as tmp:
+        model = Path(tmp) / f"mobilenetv2_{image}.keras"
+        subprocess.run([sys.executable, "-c", _BUILD_MOBILENET, str(model), str(image)], cwd=ROOT,
+                       env=child_env("keras3", "auto", base=_env(cache)), check=True, capture_output=True, text=True)
+        for n in sizes:
+            data = Path(tmp) / f"random_{n}.npz"
+            rng = np.random.default_rng(n)
+            x = rng.random((n, image, image, 3), dtype=np.float32)
+            np.savez(data, x=x, y=rng.integers(0, 10, n))
+            del x
+            for fix in (False, True) if n == fix_at else (False,):
+                out = Path(tmp) / f"out_{n}{'_fix' if fix else ''}"
+                out.mkdir()
+                runs.append(_doctor_run(model, data, n, out, fix, cache))
+                print(f"  {n} images{', fix=true' if fix else ''}: {runs[-1]['wall_s']:.1f} s, "
+                      f"{runs[-1]['peak_mib']:.0f} MiB", flush=True)
+            data.unlink()
+    return {"image": image, "runs": runs}
+
+
+def _doctor_rows(d: dict) -> list[str]:
+    rows = []
+    for r in sorted(d["runs"], key=lambda r: (r["fix"], r["n"])):
+        what = ("doctor `fix=true` on MobileNetV2" if r["fix"] else "doctor on MobileNetV2")
+        extra = ("; recalibration + the copy saved, reloaded and compared on the held-out half (paired), "
+                 f"copy {(r['fix_status'] or 'none').replace('_', ' ')}" if r["fix"] else "")
+        goal = DOCTOR_GOAL_S.get(r["n"]) if not r["fix"] else None
+        cmd = f"python -m bnexp doctor model=<.keras> data=<.npz> doctor.max_samples={r['n']}" + " fix=true" * r["fix"]
+        rows.append(f"| {what} ({d['image']}x{d['image']}, {r['n']:,} images): wall s, peak MiB (a fresh "
+                    f"`{cmd}`, start to exit "
+                    f"{r['exit']}; peak RSS of its largest process; `keras.applications.MobileNetV2(weights=None)`, "
+                    f"{r['bn_layers']} BN layers found; random images in [0, 1] and random labels: the check's cost "
+                    f"does not depend on the values{extra}) | {r['wall_s']:.1f} s, {r['peak_mib']:,.0f} MiB |"
+                    + (f" < {goal:.0f} s |" if goal else " |"))
+    return rows
+
+
 def _seconds_table(rows: list[dict], sweep: dict | None) -> list[str]:
     total = sum(r["run_s"] for r in rows)
     lines = ["## Where the reference sweep's seconds go", "",
@@ -235,7 +323,7 @@ def _seconds_table(rows: list[dict], sweep: dict | None) -> list[str]:
 ROWS = {"1": ("| training-step overhead",), "2": ("| per-run fixed cost", "| warm worker peak RSS",
         "| fresh `python -m bnexp run`", "| child process start", "| after fit:"),
         "3": ("| quick-grid throughput", "| peak memory per worker"), "4": ("| precise BN,",),
-        "5": ("| whole reference grid",)}
+        "5": ("| whole reference grid",), "7": ("| doctor on MobileNetV2", "| doctor `fix=true` on MobileNetV2")}
 
 
 def merged(new: str, old: str, rerun: set[str]) -> str:
@@ -308,6 +396,8 @@ def _markdown(res: dict) -> str:
         p = res["precise"]
         lines.append(f"| precise BN, {p['precise_batches']} batches, vs one training epoch | {p['ratio']:.2f}x "
                      f"({p['precise_s']:.1f} s vs {p['epoch_s_estimated']:.1f} s) | |")
+    if "doctor" in res:
+        lines += _doctor_rows(res["doctor"])
     if "seconds" in res:
         lines += [""] + _seconds_table(res["seconds"], (res.get("reference") or {}).get("last"))
     return "\n".join(lines) + "\n"
@@ -315,9 +405,12 @@ def _markdown(res: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="1,2,3,4,5,6", help="which measures, e.g. 1,2")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="which measures, e.g. 1,2")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--fixed-order", action="store_true", help="step overhead: the old fixed order of arms")
+    ap.add_argument("--doctor-sizes", default=",".join(map(str, DOCTOR_SIZES)),
+                    help="measure 7: images per doctor run, e.g. 64 for a quick check")
+    ap.add_argument("--doctor-image", type=int, default=96, help="measure 7: MobileNetV2's input size")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench.md"))
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -338,6 +431,11 @@ def main(argv=None) -> None:
         res["reference"] = reference_sweep()
     if "6" in only:
         res["seconds"] = reference_seconds()
+    if "7" in only:
+        sizes = tuple(int(n) for n in args.doctor_sizes.split(","))
+        print(f"bnexp doctor on MobileNetV2 ({args.doctor_image}x{args.doctor_image}), {', '.join(map(str, sizes))} "
+              f"images ...", flush=True)
+        res["doctor"] = doctor_mobilenet(cache, sizes, args.doctor_image, min(sizes))
     if "1" in only:  # last: it imports TensorFlow into this process
         print("training-step overhead ...", flush=True)
         res["overhead"] = step_overhead(args.reps, steps=200, fixed_order=args.fixed_order)

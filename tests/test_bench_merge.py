@@ -31,3 +31,20 @@ def test_a_subset_run_keeps_the_other_measures_rows_and_replaces_its_own():
                                                        "cpu_ratio_median": 1.0, "noise_ratio_median": 1.0}}),
                          text, {"1"})
     assert "| 1.500 |" in again and "0.963" not in again and "| momentum | 2 | 30 |" in again  # section 6 kept
+
+
+def test_doctor_rows_of_measure_7_are_replaced_on_rerun_and_kept_otherwise():
+    run = {"n": 10000, "fix": False, "wall_s": 42.0, "peak_mib": 3000.0, "exit": 1, "bn_layers": 52,
+           "samples": 10000, "errors": 52, "fix_status": None}
+    fix = {**run, "n": 2000, "fix": True, "wall_s": 30.0, "fix_status": "not_recommended"}
+    doctor = {"image": 96, "runs": [run, fix]}
+    text = bench.merged(bench._markdown({"doctor": doctor}), OLD, {"7"})
+    rows = [ln for ln in text.splitlines() if ln.startswith("| doctor")]
+    assert len(rows) == 2 and "(96x96, 10,000 images)" in rows[0] and rows[0].endswith("| 42.0 s, 3,000 MiB | < 60 s |")
+    assert "52 BN layers found" in rows[0] and "random images" in rows[0]
+    assert "fix=true" in rows[1] and "copy not recommended" in rows[1] and rows[1].endswith("| |")
+    assert "| training-step overhead: harness / plain | 0.963 |" in text  # other measures' rows kept
+    again = bench.merged(bench._markdown({"overhead": {"reps": 1, "order": "random", "steps": 1, "ratio_median": 1.5,
+                                                       "cpu_ratio_median": 1.0, "noise_ratio_median": 1.0}}),
+                         text, {"1"})
+    assert [ln for ln in again.splitlines() if ln.startswith("| doctor")] == rows  # kept when 7 is not rerun
