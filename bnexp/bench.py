@@ -375,7 +375,10 @@ def _markdown(res: dict) -> str:
                      f"1 run ({w['rss_last_mb']:.0f} / {w['rss_first_mb']:.0f} MiB) | {w['rss_ratio']:.2f} | <= 1.2 |")
     if "reference" in res:
         r, last = res["reference"], res["reference"]["last"]
-        value = (f"{last['seconds'] / 60:.0f} min ({last['runs']} runs, {last['jobs']} jobs, {last['finished']})"
+        done = int(last.get("already_done") or 0) if last else 0
+        ran = (f"{last['runs'] - done} of {last['runs']} runs, {done} already done at its start" if done
+               else f"{last['runs']} runs")  # a resumed sweep's time is not the whole grid's
+        value = (f"{last['seconds'] / 60:.0f} min ({ran}, {last['jobs']} jobs, {last['finished']})"
                  if last else "no results/sweeps/reference.json yet")
         if last and last["runs"] != r["planned_runs"]:
             value += f"; the grid has {r['planned_runs']} runs now, not yet run"
