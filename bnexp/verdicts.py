@@ -565,15 +565,13 @@ def _by_aspect(claim: str, rules: list[RuleResult], split: str) -> tuple:
     for r in rules:
         aspects.setdefault(r.aspect or "the claim", []).append(r)
     verdicts = {a: combine(claim, rs, "all") for a, rs in aspects.items()}
-    outcomes = []
-    for v in verdicts.values():
-        outcomes += ["holds", "fails"] if _kind(v.verdict) == "depends" else [OUTCOME_OF[v.verdict]]
-    verdict = combine_outcomes(outcomes)
-    split_inside = {_kind(v.verdict) for v in verdicts.values()} == {"reproduced", "depends"}
-    if verdict == "depends" and split_inside:  # the aspects agree but for a split inside some: name that split
+    kinds = {_kind(v.verdict) for v in verdicts.values()}
+    if "depends" in kinds and kinds <= {"reproduced", "depends"}:  # no aspect against the others, but a split
         verdict = "; ".join(f"{v.verdict} ({a})" for a, v in verdicts.items() if _kind(v.verdict) == "depends")
-    elif verdict == "depends":
-        verdict = f"depends on {split}"
+    else:  # an aspect that depends holds somewhere: against an aspect that fails, the aspects disagree
+        verdict = combine_outcomes(["holds" if _kind(v.verdict) == "depends" else OUTCOME_OF[v.verdict]
+                                    for v in verdicts.values()])
+        verdict = f"depends on {split}" if verdict == "depends" else verdict
     parts = []
     for a, v in verdicts.items():
         parts.append(f"{a}: {v.verdict}" + (f" ({v.deciding.label})" if v.deciding else ""))

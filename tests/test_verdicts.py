@@ -265,6 +265,12 @@ def test_aspects_that_disagree_make_the_claim_depend_on_them():
     assert combine("C16", unsure, split="entry point").verdict == "inconclusive"
     nowhere = [_aspect(AGAINST, "predict", "C16.1"), _aspect(UNSETTLED, "direct call", "C16.3")]
     assert combine("C16", nowhere, split="entry point").verdict == "inconclusive"
+    split = evaluate(records({"a": SETTLED, "b": AGAINST}, factor="x"), {**RULE, "by": "x", "aspect": "lr"}, "C13.3")
+    # a split inside one part beside unsettled parts: nothing shows the parts disagree
+    assert combine("C13", [_aspect(UNSETTLED, "loss", "C13.1"), split], split="part").verdict == "inconclusive"
+    assert combine("C13", [_aspect(SETTLED, "loss", "C13.1"), split], split="part").verdict == "depends on x (lr)"
+    assert combine("C16", [_aspect(AGAINST, "predict", "C16.1"), split], split="entry point").verdict == \
+        "depends on entry point"
 
 
 def test_a_premise_judged_per_group_gates_only_its_groups():
