@@ -117,7 +117,7 @@ def test_child_env_extra_puts_a_cached_release_first(tmp_path):
 
 def test_report_tables_outcomes_per_backend_and_release():
     rows = []
-    for seed in range(3):
+    for seed in range(5):
         for backend, keras, changed in (("tensorflow", "3.15.1", 0.0), ("jax", "3.15.1", 1.0), (None, "3.12.1", 0.0)):
             rows.append({"scenario": "frozen_base", "status": "ok", "seed": seed, "semantics": "keras3",
                          "keras_backend": backend, "keras": keras, "transfer.stage2": True, "base.trainable": False,
