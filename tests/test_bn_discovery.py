@@ -304,17 +304,20 @@ def legacy(request, tmp_path_factory):
     return semantics, json.loads(line[-1][len("RESULT "):])
 
 
+@pytest.mark.slow  # a tf-keras interpreter per flavour, ~70 s each
 def test_tf_keras_project_models_keep_their_bn_layers_and_order(legacy):
     _, out = legacy
     assert not out["disagreements"]
     assert out["with_bn"] > 50
 
 
+@pytest.mark.slow  # a tf-keras interpreter per flavour, ~70 s each
 def test_tf_keras_finds_bn_however_it_is_held(legacy):
     _, out = legacy
     assert {c: new for c, (new, _, _) in out["cases"].items()} == {c: exp for c, (_, exp, _) in out["cases"].items()}
     assert out["cases"]["attribute"][2] == []  # the old traversal's miss, under tf-keras too
 
 
+@pytest.mark.slow  # a tf-keras interpreter per flavour, ~70 s each
 def test_tf_keras_precise_bn_reaches_bn_inside_a_custom_layer(legacy):
     check_precise(legacy[1]["precise"])
