@@ -181,21 +181,6 @@ def check_data(model, x, y, source: str, declared) -> int | None:
 # ---------------------------------------------------------------- findings
 
 
-# Each claim's plain-language title and its section of bnexp's report (results/report.md#<anchor>).
-CLAIMS = {
-    "C01": ("stale moving statistics", "scenario-momentum"),
-    "C03": ("moving statistics never updated", "scenario-training_flag"),
-    "C04": ("BN in training mode at inference", "scenario-training_flag"),
-    "C06": ("frozen BN inside a model that still trains", "scenario-frozen_base"),
-    "C10": ("something else than a variance in the variance slot", "scenario-weights_order"),
-    "C11": ("too few values per channel in a training batch", "scenario-batch_size"),
-    "C15": ("training= fixed when the model was built", "scenario-frozen_base"),
-    "C16": ("a layer whose call() defaults to training=True", "scenario-training_default"),
-    "R1": ("recompute population statistics after training (precise BN)", "scenario-momentum"),
-    "R2": ("BN statistics of another domain", "scenario-domain_shift"),
-}
-
-
 def finding(check, claim, layer, severity, numbers, what, why, fix, kind="measured") -> dict:
     """One finding: `what` is wrong, `why` it matters (with a number and its unit), what to do (`fix`), each one
     sentence. kind "measured": measured on this model as it is now (severity error or warning); kind "latent":
