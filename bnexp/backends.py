@@ -6,6 +6,11 @@ release: installed once with pip into `<paths.cache_dir>/keras/<release>` (no de
 numpy, h5py, optree, ... serve every Keras 3 release) and put first on the child's PYTHONPATH. The
 release the venv already has needs no cache. A file lock makes concurrent runs install a release once.
 
+`keras_version=nightly` is the development build: the registry's `keras-nightly` package (3.<next>.0.devYYYYMMDDHH,
+Keras' master branch as of that date), installed like a release into `<cache_dir>/keras/nightly` the first
+time and reused from there (offline too) until that folder is removed; the exact build is in the folder's
+marker file and, as `keras`, in every run's record. `keras_version=3.16.0.dev2026102704` pins one build.
+
     check(cfg)            bad backend / release / registry / install -> one-line UserError, before any run
     child_env_extra(cfg)  {"KERAS_BACKEND": ..., "PYTHONPATH": <cached release folder>} for the child
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -27,6 +33,8 @@ from bnexp.names import BACKENDS
 from bnexp.network import reachable
 
 RELEASE = re.compile(r"^3\.\d+\.\d+$")  # Keras 3 releases: 3.minor.patch (Keras 2 is semantics=tf_keras)
+DEV = re.compile(r"^3\.\d+\.\d+\.dev\d+$")  # one build of keras-nightly, e.g. 3.16.0.dev2026102704
+NIGHTLY = "nightly"  # the newest keras-nightly build when first installed, kept in the cache
 REGISTRY_TIMEOUT_S = 3.0
 INSTALL_TIMEOUT_S = 300
 COMPLETE = ".bnexp-complete"  # written last: a folder without it is a killed install, redone
@@ -78,13 +86,14 @@ def release_dir(cfg: dict) -> str | None:
     if version is None:
         return None
     version = str(version)
-    if not RELEASE.match(version):
-        raise UserError(f"unknown keras_version {version!r}: a Keras 3 release is 3.<minor>.<patch>, e.g. 3.10.0 "
+    if not (RELEASE.match(version) or DEV.match(version) or version == NIGHTLY):
+        raise UserError(f"unknown keras_version {version!r}: a Keras 3 release is 3.<minor>.<patch>, e.g. 3.10.0; "
+                        f"nightly (or one build, e.g. 3.16.0.dev2026102704) is the development build "
                         f"(Keras 2 is semantics=tf_keras; null: the installed Keras {installed_keras()})")
     if version == installed_keras():
         return None
     folder = cache_root(cfg) / version
-    if (folder / COMPLETE).exists():
+    if (folder / COMPLETE).exists():  # no network needed once cached
         return str(folder)
     from filelock import FileLock
 
@@ -95,11 +104,41 @@ def release_dir(cfg: dict) -> str | None:
     return str(folder)
 
 
+def requirement(version: str) -> str:
+    """What pip installs for a keras_version: a release of `keras`, or a build of `keras-nightly`."""
+    if version == NIGHTLY:
+        return "keras-nightly"
+    return f"keras-nightly=={version}" if DEV.match(version) else f"keras=={version}"
+
+
+def installed_build(folder: str | os.PathLike) -> str | None:
+    """The exact Keras version installed in a cache folder (from its marker: keras==3.9.2,
+    keras-nightly==3.16.0.dev2026102704), or None if it is not a complete install."""
+    try:
+        return (Path(folder) / COMPLETE).read_text().strip().split("==", 1)[1]
+    except (OSError, IndexError):
+        return None
+
+
+def _version_key(name: str) -> tuple:
+    """Oldest first: 3.9.2 < 3.10.0 < 3.16.0.dev2026102704 < 3.16.0 (anything else last)."""
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:\.dev(\d+))?$", name)
+    if not m:
+        return (math.inf,)
+    major, minor, patch, dev = m.groups()
+    return (int(major), int(minor), int(patch), 0 if dev else 1, int(dev or 0))
+
+
 def cached_releases(cache_dir: str | os.PathLike) -> list[str]:
-    """Keras releases installed in `<cache_dir>/keras`, oldest first."""
+    """Keras releases and nightly builds installed in `<cache_dir>/keras`, oldest first (`nightly` shown as
+    `nightly (3.16.0.dev...)`)."""
     root = Path(cache_dir).expanduser() / "keras"
-    found = [p.name for p in root.glob("3.*") if (p / COMPLETE).exists()] if root.is_dir() else []
-    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+    if not root.is_dir():
+        return []
+    found = [p.name for p in root.glob("3.*") if (p / COMPLETE).exists()]
+    out = sorted(found, key=_version_key)
+    build = installed_build(root / NIGHTLY)
+    return out + ([f"{NIGHTLY} ({build})"] if build else [])
 
 
 def child_env_extra(cfg: dict) -> dict[str, str]:
@@ -130,7 +169,8 @@ def list_lines(cache_dir: str | os.PathLike | None = None) -> list[str]:
              for name, text in BACKENDS.items()]
     cached = cached_releases(cache_dir)
     lines.append(f"  keras_version: null (installed: {installed_keras()}); cached releases: "
-                 f"{', '.join(cached) if cached else 'none'} (keras_version=3.x.y installs one)")
+                 f"{', '.join(cached) if cached else 'none'} (keras_version=3.x.y installs one; keras_version=nightly the "
+                 f"development build)")
     return lines
 
 
@@ -152,8 +192,9 @@ def _install(version: str, folder: Path) -> None:
                         f"keras_version={version} ...) or drop keras_version=")
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    wanted = requirement(version)
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-           "--no-input", "--target", str(tmp), f"keras=={version}"]
+           "--no-input", *(["--pre"] if wanted.startswith("keras-nightly") else []), "--target", str(tmp), wanted]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -163,14 +204,26 @@ def _install(version: str, folder: Path) -> None:
     if done.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(_pip_failure(version, done.stderr + done.stdout, host))
-    (tmp / COMPLETE).write_text(f"keras=={version}\n")
+    (tmp / COMPLETE).write_text(f"{wanted.split('==')[0]}=={_dist_version(tmp, wanted, version)}\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+
+
+def _dist_version(folder: Path, wanted: str, version: str) -> str:
+    """The version pip put into `folder` (its .dist-info), so `nightly` records the exact build it got."""
+    name = wanted.split("==")[0].replace("-", "_")
+    infos = sorted(folder.glob(f"{name}-*.dist-info"))
+    return infos[0].name[len(name) + 1:-len(".dist-info")] if infos else version
 
 
 def _pip_failure(version: str, output: str, host: str) -> str:
     """One line from pip's failure: a release the registry lacks (with the Keras 3 releases it has), or pip's last line."""
     offered = re.search(r"\(from versions: ([^)]*)\)", output)
+    if (offered or "No matching distribution" in output) and requirement(version).startswith("keras-nightly"):
+        builds = [v.strip() for v in (offered.group(1).split(",") if offered else []) if DEV.match(v.strip())]
+        newest = sorted(builds, key=_version_key)[-3:]
+        return (f"keras_version={version}: the package registry ({host}) has no such keras-nightly build; newest "
+                f"there: {', '.join(newest) if newest else 'none'} (keras_version=nightly takes the newest)")
     if offered or "No matching distribution" in output:
         releases = [v.strip() for v in (offered.group(1).split(",") if offered else []) if RELEASE.match(v.strip())]
         return (f"keras_version={version} is not a release on the package registry ({host}); Keras 3 releases "

@@ -36,6 +36,7 @@ def cfg(tmp_path, **over) -> dict:
     ({"semantics": "keras2_v1", "keras_version": "3.10.0"}, "keras_version=3.10.0 is for semantics=keras3 only"),
     ({"keras_version": "2.15.0"}, "unknown keras_version '2.15.0': a Keras 3 release is 3.<minor>.<patch>"),
     ({"keras_version": "latest"}, "unknown keras_version 'latest'"),
+    ({"keras_version": "3.16.0.dev"}, "nightly (or one build, e.g. 3.16.0.dev2026102704) is the development build"),
 ])
 def test_bad_backend_or_release_is_one_line(tmp_path, over, says):
     with pytest.raises(UserError, match=None) as e:
@@ -62,6 +63,78 @@ def test_pip_says_no_such_release_in_one_line():
     line = backends._pip_failure("3.99.0", pip_output, "pypi.org")
     assert line == ("keras_version=3.99.0 is not a release on the package registry (pypi.org); Keras 3 releases "
                     "there: 3.0.0, 3.10.0, 3.15.1")
+
+
+# ---------------------------------------------------------------- keras_version=nightly (keras-nightly)
+
+
+def fake_pip(calls: list, build: str = "3.16.0.dev2026102704", fail: str | None = None):
+    """Stands in for `pip install --target DIR ...`: leaves the package and its dist-info as pip does."""
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        if fail is not None:
+            return subprocess.CompletedProcess(cmd, 1, stdout="", stderr=fail)
+        target = cmd[cmd.index("--target") + 1]
+        dist = "keras_nightly" if cmd[-1].startswith("keras-nightly") else "keras"
+        version = build if dist == "keras_nightly" else cmd[-1].split("==")[1]
+        os.makedirs(os.path.join(target, "keras"))
+        os.makedirs(os.path.join(target, f"{dist}-{version}.dist-info"))
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+    return run
+
+
+def test_nightly_installs_keras_nightly_once_and_records_the_exact_build(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(backends, "reachable", lambda host, timeout_s: True)
+    monkeypatch.setattr(backends.subprocess, "run", fake_pip(calls))
+    folder = tmp_path / "keras" / "nightly"
+    extra = backends.child_env_extra(cfg(tmp_path, backend="jax", keras_version="nightly"))
+    assert extra == {"KERAS_BACKEND": "jax", "PYTHONPATH": str(folder)}
+    assert calls[0][-1] == "keras-nightly" and "--pre" in calls[0] and "--no-deps" in calls[0]
+    assert backends.installed_build(folder) == "3.16.0.dev2026102704"
+    assert backends.cached_releases(tmp_path) == ["nightly (3.16.0.dev2026102704)"]
+    # cached: a second run installs nothing, and needs no registry
+    monkeypatch.setattr(backends, "reachable", lambda host, timeout_s: pytest.fail("asked the registry"))
+    backends.check(cfg(tmp_path, keras_version="nightly"))
+    assert len(calls) == 1
+
+
+def test_one_nightly_build_is_pinned_by_its_version(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(backends, "reachable", lambda host, timeout_s: True)
+    monkeypatch.setattr(backends.subprocess, "run", fake_pip(calls, build="3.16.0.dev2026101104"))
+    backends.check(cfg(tmp_path, keras_version="3.16.0.dev2026101104"))
+    assert calls[0][-1] == "keras-nightly==3.16.0.dev2026101104"
+    assert backends.installed_build(tmp_path / "keras" / "3.16.0.dev2026101104") == "3.16.0.dev2026101104"
+    monkeypatch.setattr(backends.subprocess, "run", fake_pip(calls))
+    backends.check(cfg(tmp_path, keras_version="3.9.2"))
+    # releases and builds oldest first, the floating nightly last
+    (tmp_path / "keras" / "nightly").mkdir()
+    (tmp_path / "keras" / "nightly" / backends.COMPLETE).write_text("keras-nightly==3.16.0.dev2026102704\n")
+    assert backends.cached_releases(tmp_path) == ["3.9.2", "3.16.0.dev2026101104", "nightly (3.16.0.dev2026102704)"]
+
+
+def test_nightly_not_cached_while_offline_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "reachable", lambda host, timeout_s: False)
+    with pytest.raises(UserError) as e:
+        backends.check(cfg(tmp_path, keras_version="nightly"))
+    assert str(e.value).startswith("keras_version=nightly is not cached in ") and "\n" not in str(e.value)
+    assert "not reachable" in str(e.value) and not (tmp_path / "keras" / "nightly").exists()
+
+
+def test_a_nightly_build_the_registry_lacks_is_one_line_with_the_newest(tmp_path, monkeypatch):
+    pip_output = ("ERROR: Could not find a version that satisfies the requirement keras-nightly==3.16.0.dev1 (from "
+                  "versions: 3.16.0.dev2026101104, 3.16.0.dev2026102704, 3.16.0.dev2026102604)\n"
+                  "ERROR: No matching distribution found for keras-nightly==3.16.0.dev1\n")
+    monkeypatch.setattr(backends, "reachable", lambda host, timeout_s: True)
+    monkeypatch.setattr(backends.subprocess, "run", fake_pip([], fail=pip_output))
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)  # the line names the registry: PyPI here
+    with pytest.raises(UserError) as e:
+        backends.check(cfg(tmp_path, keras_version="3.16.0.dev1"))
+    assert str(e.value) == ("keras_version=3.16.0.dev1: the package registry (pypi.org) has no such keras-nightly "
+                            "build; newest there: 3.16.0.dev2026101104, 3.16.0.dev2026102604, 3.16.0.dev2026102704 "
+                            "(keras_version=nightly takes the newest)")
+    assert not (tmp_path / "keras" / "3.16.0.dev1").exists()
 
 
 def _registry_up() -> bool:
@@ -221,6 +294,20 @@ def test_an_older_release_end_to_end(run_cli):
     rec = run_cli(*TINY_FLAG, "keras_version=3.12.1", "training_flag.compare_nobn=false")
     assert rec["status"] == "ok", rec["error"]
     assert rec["keras"] == "3.12.1" and rec["keras_version"] == "3.12.1"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _registry_up(), reason="the package registry is not reachable")
+def test_nightly_real_install_imports_its_own_keras(tmp_path):
+    folder = backends.release_dir(cfg(tmp_path, keras_version="nightly"))
+    build = backends.installed_build(folder)
+    assert backends.DEV.match(build), build
+    proc = subprocess.run([sys.executable, "-c", "import keras; print(keras.__version__, keras.__file__)"],
+                          env={**os.environ, "PYTHONPATH": folder, "KERAS_BACKEND": "jax"}, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    version, path = proc.stdout.split()
+    assert version == build and path.startswith(folder)  # the child imports the build the marker names
 
 
 def test_frameworks_sweep_has_backend_and_release_grids_of_the_same_scenario_and_the_reference_none(monkeypatch):
