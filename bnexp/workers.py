@@ -8,46 +8,24 @@ its numbers are the same bit for bit (tests/test_workers.py). A worker is recycl
 runs and after any run that is not ok, a timeout or a crash. `worker.warm=false` starts a fresh
 `python -m bnexp.toolkit.child RUN_DIR` for every run.
 
-Every child gets SIGKILL when its launcher dies (PR_SET_PDEATHSIG), so a `kill -9` of a sweep leaves no
-orphan; a warm worker also exits at the end of its stdin. Imports no TensorFlow.
+Children are started by bnexp.launcher: each gets SIGKILL when its launcher dies (PR_SET_PDEATHSIG), so a
+`kill -9` of a sweep leaves no orphan; a warm worker also exits at the end of its stdin. Imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
-import os
 import select
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from bnexp import PACKAGE_DIR, backends
-from bnexp.names import LEGACY
+from bnexp import backends, launcher
+from bnexp.launcher import child_env, die_with_parent  # noqa: F401 (bnexp.doctor imports them from here)
 
 # Semantics that can share a worker: the same TF_USE_LEGACY_KERAS and eager mode (keras2_v1 differs from
 # tf_keras only in the BN class a model is built with). tf1 switches eager execution off for good.
 KINDS = {"keras3": "keras3", "tf_keras": "tf_keras", "keras2_v1": "tf_keras", "tf1": "tf1"}
-
-
-def child_env(semantics: str, device: str, base: dict[str, str] | None = None, backend: str = "tensorflow",
-              keras_path: str | None = None) -> dict[str, str]:
-    """Environment for a child process that will run `semantics` on `device` (Keras 3: on `backend`, with a
-    pinned Keras release's folder `keras_path` first on the path)."""
-    env = dict(os.environ if base is None else base)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    env.pop("KERAS_BACKEND", None)
-    if semantics in LEGACY:
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    if semantics == "keras3":
-        env["KERAS_BACKEND"] = backend  # read once, when Keras is first imported
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = "-1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [keras_path, str(PACKAGE_DIR.parent), env.get("PYTHONPATH")]))
-    return env
 
 
 def env_for(cfg: dict) -> dict[str, str]:
@@ -56,48 +34,18 @@ def env_for(cfg: dict) -> dict[str, str]:
                      keras_path=backends.child_env_extra(cfg).get("PYTHONPATH"))
 
 
-def die_with_parent():
-    """In the child: get SIGKILL when the parent dies, so a killed sweep leaves no orphan training."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _start(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], env=env, preexec_fn=die_with_parent,
-                            start_new_session=True, **kwargs)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 def run_fresh(env: dict, run_dir: Path, timeout: float) -> int | None:
     """`python -m bnexp.toolkit.child RUN_DIR` with its output in log.txt; its exit code, None on timeout."""
     with open(run_dir / "log.txt", "w") as log:
-        proc = _start(["bnexp.toolkit.child", str(run_dir)], env, stdout=log,
-                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            return None
-        except BaseException:  # Ctrl-C: take the child down too, then let the interrupt through
-            _kill(proc)
-            raise
+        return launcher.run("bnexp.toolkit.child", [str(run_dir)], env, timeout, log)
 
 
 class Worker:
     """One warm worker process and the number of runs it has done."""
 
     def __init__(self, env: dict):
-        self.proc = _start(["bnexp.toolkit.worker"], env, stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = launcher.start("bnexp.toolkit.worker", [], env, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True, bufsize=1)
         self.runs = 0
 
     def alive(self) -> bool:
@@ -123,7 +71,7 @@ class Worker:
         return answer
 
     def close(self) -> None:
-        _kill(self.proc)
+        launcher.kill(self.proc)
 
 
 def worker_key(cfg: dict) -> tuple:

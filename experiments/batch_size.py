@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 from bnexp.toolkit import data, models, precise_bn, probes, protocol
+from experiments import seeds
 
 
 def run(cfg, ctx) -> dict:
@@ -42,7 +43,8 @@ def run(cfg, ctx) -> dict:
     if bns:
         out["acc_test_batchstats_trainbs"] = probes.accuracy(model, d.x_test, d.y_test, True, batch_size)
         out["acc_test_precise_trainbs"] = probes.accuracy_precise(
-            model, d.x_test, d.y_test, precise_at_training_batch_size(cfg, model, d), batch_size=int(cfg.probe.eval_batch_size))
+            model, d.x_test, d.y_test, precise_at_training_batch_size(cfg, model, d),
+            batch_size=int(cfg.probe.eval_batch_size))
         out.update(group_sizes(bns, batch_size))
     out["acc_test_inference"] = out["acc_test_precise"] if bns else out["acc_test_moving"]
     return out
@@ -53,7 +55,7 @@ def precise_at_training_batch_size(cfg, model, d) -> precise_bn.Recompute:
     per-batch variances average the same biased estimate the model was normalized with in training, where
     acc_test_precise recomputes them at probe.precise_batch_size (issue #26: report both)."""
     stream = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), int(cfg.probe.precise_batches),
-                                int(cfg.seed) + 10_000)
+                                int(cfg.seed) + seeds.PRECISE)
     return precise_bn.population_stats(model, stream)
 
 

@@ -43,6 +43,7 @@ import traceback
 import numpy as np
 
 from bnexp.toolkit import probes, protocol, tf1_graph
+from experiments import seeds
 
 MOVING = ("moving_mean", "moving_variance")
 
@@ -131,7 +132,7 @@ def _tf1(cfg, ctx, d, strategy: str, folder) -> dict:
             path = tf.compat.v1.train.Saver(var_list=_save_list(tf, strategy)).save(sess, str(folder / "model"))
     keys = sorted(name for name, _ in tf.train.list_variables(path))
 
-    fresh = build(int(cfg.seed) + 1)  # a prediction script: same graph code, nothing trained
+    fresh = build(int(cfg.seed) + seeds.NEXT_STAGE)  # a prediction script: same graph code, nothing trained
     with tf.compat.v1.Session(graph=fresh.graph) as sess, fresh.graph.as_default():
         failed, error, origin, initialized = 0.0, "", "", []
         try:

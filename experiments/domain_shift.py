@@ -29,6 +29,7 @@ from bnexp.errors import UserError
 from bnexp.names import SEVERITIES
 from bnexp.toolkit import data, models, precise_bn, probes, protocol
 from bnexp.toolkit.base_cache import BaseCache
+from experiments import seeds
 
 
 def run(cfg, ctx) -> dict:
@@ -85,7 +86,8 @@ def convergence(cfg, model, d) -> dict:
     mean_err = max(v for k, v in errs.items() if k.endswith(".mean_err"))
     var_err = max(abs(v - 1) for k, v in errs.items() if k.endswith(".var_ratio"))
     return {"source_mean_err": mean_err, "source_var_err": var_err,
-            "source_converged": float(mean_err < float(dc.converged_mean_err) and var_err < float(dc.converged_var_err)),
+            "source_converged": float(mean_err < float(dc.converged_mean_err)
+                                      and var_err < float(dc.converged_var_err)),
             **{f"source.{k}": v for k, v in errs.items()}}
 
 
@@ -111,7 +113,8 @@ def corrupted(cfg, ctx, parts, kind: str, severity: int):
         arrays = data.load(cfg.data.name, cfg.data.get("raw_dir"), cfg.data.get("tfds_data_dir"), ctx.cache_dir)
         stats = data.scaling_stats(data.select(arrays.x_train, arrays.y_train, cfg.data.get("classes"),
                                                cfg.data.get("train_size"), int(cfg.seed))[0])
-    return [data.scale(x if severity == 0 else data.corrupt(x, kind, severity, seed=int(cfg.seed) * 1000 + severity * 10 + i),
+    seed = int(cfg.seed)
+    return [data.scale(x if severity == 0 else data.corrupt(x, kind, severity, seeds.corruption(seed, severity, i)),
                        cfg.data.scaling, stats) for i, x in enumerate(parts)]
 
 

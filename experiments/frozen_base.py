@@ -72,7 +72,7 @@ from bnexp.errors import DataUnavailable, UserError
 from bnexp.toolkit import data as data_mod
 from bnexp.toolkit import models, precise_bn, probes, protocol
 from bnexp.toolkit.base_cache import BaseCache
-
+from experiments import seeds
 
 # ---------------------------------------------------------------- config and data
 
@@ -118,7 +118,7 @@ def pretrain(cfg, ctx) -> tuple[list[np.ndarray], dict]:
               f"(once per semantics and seed, then cached)", flush=True)
     ctx.fw.set_seed(int(cfg.seed))
     model = protocol.build_model(cfg, ctx, src, bn_training=None)
-    fit = protocol.train(cfg, ctx, model, src, int(cfg.transfer.pretrain_steps), seed_offset=500,
+    fit = protocol.train(cfg, ctx, model, src, int(cfg.transfer.pretrain_steps), seed_offset=seeds.PRETRAIN,
                          lr=float(cfg.transfer.pretrain_lr), history=[])  # cached: not this run's history
     meta = {"source_acc_fit": fit["acc_train_fit"], "pretrain_s": fit["fit_s"], "input_shape": list(src.input_shape),
             "source_acc_test_ema": probes.accuracy(model, src.x_test, src.y_test, False)}
@@ -126,7 +126,7 @@ def pretrain(cfg, ctx) -> tuple[list[np.ndarray], dict]:
         # A published base was trained long enough for its moving averages to settle on the source
         # population; a short pretraining leaves them lagging behind the weights (C01's effect), which
         # would mix into every target measurement. So the base gets the source population statistics.
-        precise_bn.apply(model, protocol.precise_stats(cfg, model, src, seed_offset=501))
+        precise_bn.apply(model, protocol.precise_stats(cfg, model, src, seed_offset=seeds.PRETRAIN_PRECISE))
     meta["source_acc_test"] = probes.accuracy(model, src.x_test, src.y_test, False)
     return model.get_weights(), meta
 
@@ -214,31 +214,33 @@ def run(cfg, ctx) -> dict:
            "base_source_acc_test": entry.meta["source_acc_test"],
            "base_source_acc_test_ema": entry.meta["source_acc_test_ema"], "base_pretrain_s": entry.meta["pretrain_s"]}
 
-    ctx.fw.set_seed(int(cfg.seed) + 1)  # same head and data order whether or not the base was cached
+    ctx.fw.set_seed(int(cfg.seed) + seeds.NEXT_STAGE)  # same head and data order whether or not the base was cached
     base = pretrained_base(cfg, ctx, target, entry)
     base.trainable = bool(cfg.base.trainable)
     model = transfer_model(cfg, ctx, base, target.input_shape, target.num_classes)
     if models.batch_norm_layers(model):
-        population = protocol.precise_stats(cfg, model, target, batches=int(t.dist_batches), seed_offset=20_000)
+        population = protocol.precise_stats(cfg, model, target, batches=int(t.dist_batches),
+                                            seed_offset=seeds.POPULATION)
         out.update(probes.stat_distance(model, population, "before"))
 
     if int(cfg.get("verbose", 0)):
         print(f"fine-tuning on the target task: {int(cfg.train.batches)} steps", flush=True)
-    out.update(fine_tune(cfg, ctx, model, target, int(cfg.train.batches), float(cfg.train.lr), seed_offset=1))
+    out.update(fine_tune(cfg, ctx, model, target, int(cfg.train.batches), float(cfg.train.lr),
+                         seed_offset=seeds.NEXT_STAGE))
     out["batch_dependence"] = probes.batch_dependence(model, target.x_test, False)
     if cfg.base.trainable and cfg.base.training is None and cfg.base.flag_style == "functional":
         for momentum, steps in t.lag_arms:  # C05: the same fine-tuning at other momenta and lengths
-            ctx.fw.set_seed(int(cfg.seed) + 1)
+            ctx.fw.set_seed(int(cfg.seed) + seeds.NEXT_STAGE)
             arm = transfer_model(cfg, ctx, pretrained_base(cfg, ctx, target, entry), target.input_shape,
                                  target.num_classes)
             for layer in models.batch_norm_layers(arm):
                 layer.momentum = float(momentum)
             out.update(fine_tune(cfg, ctx, arm, target, int(steps), float(cfg.train.lr), arm_prefix(momentum, steps),
-                                 seed_offset=1, stage=arm_prefix(momentum, steps).rstrip("_")))
+                                 seed_offset=seeds.NEXT_STAGE, stage=arm_prefix(momentum, steps).rstrip("_")))
 
     out["stage2_ran"] = float(bool(t.stage2) and not cfg.base.trainable)
     if out["stage2_ran"]:
         base.trainable = True  # the guide's stage 2: unfreeze, recompile, fine-tune at a low rate
         out.update(fine_tune(cfg, ctx, model, target, int(t.stage2_steps), float(t.stage2_lr), prefix="s2_",
-                             seed_offset=2, stage=2))
+                             seed_offset=seeds.THIRD_STAGE, stage=2))
     return out

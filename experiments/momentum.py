@@ -14,9 +14,9 @@ moving statistics are replayed for each momentum in `momentum.replay` (`exp` = e
 replayed momentum gets its own columns `m<value>.*`: the momentum, the weight m^B still on the
 initial 0/1, test accuracy with those statistics, the gap to precise-BN accuracy (`gap_precise`: what
 the verdicts read) and to batch-statistics accuracy (`gap_test`: transductive, each test batch normalized
-with its own statistics) and per-layer errors against the population statistics. The replay is checked against the layers' own statistics at the
-trained momentum (`replay_check.*`), and `last_batch.*` compares the moving statistics with the last
-training batch's recomputed moments (equal when m = 0).
+with its own statistics) and per-layer errors against the population statistics. The replay is checked against
+the layers' own statistics at the trained momentum (`replay_check.*`), and `last_batch.*` compares the moving
+statistics with the last training batch's recomputed moments (equal when m = 0).
 """
 
 from __future__ import annotations

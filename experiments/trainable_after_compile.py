@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from bnexp.toolkit import data, models, probes, protocol, training
+from experiments import seeds
 
 STALE_WARNING = "state has changed since the model was"  # Keras 3's warning (tf-keras 2.21 has none)
 
@@ -32,7 +33,8 @@ def run(cfg, ctx) -> dict:
     model = protocol.build_model(cfg, ctx, d)
     out = {"variant": f"{cfg.semantics}/{tc.target}"}
     if tc.fit_before_flip:
-        out.update({f"stage1.{k}": v for k, v in protocol.train(cfg, ctx, model, d, steps=int(tc.stage1_steps)).items()})
+        stage1 = protocol.train(cfg, ctx, model, d, steps=int(tc.stage1_steps))
+        out.update({f"stage1.{k}": v for k, v in stage1.items()})
     else:  # compiled, never fitted: the train function does not exist yet
         training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr))
     bns = models.batch_norm_layers(model)
@@ -45,7 +47,7 @@ def run(cfg, ctx) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if tc.recompile:
-            fit = protocol.train(cfg, ctx, model, d, steps=int(tc.stage2_steps), seed_offset=1)
+            fit = protocol.train(cfg, ctx, model, d, steps=int(tc.stage2_steps), seed_offset=seeds.NEXT_STAGE)
         else:
             fit = fit_without_compile(cfg, ctx, model, d, int(tc.stage2_steps))
     out.update({f"stage2.{k}": v for k, v in fit.items()})
@@ -55,8 +57,8 @@ def run(cfg, ctx) -> dict:
 
 
 def fit_without_compile(cfg, ctx, model, d, steps: int) -> dict:
-    """The same fit (same batches) as protocol.train with seed_offset=1, without its compile()."""
-    ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + 1)
+    """The same fit (same batches) as protocol.train with seed_offset=seeds.NEXT_STAGE, without its compile()."""
+    ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seeds.NEXT_STAGE)
     return training.fit(model, ds, steps, history=ctx.history)
 
 
@@ -68,7 +70,7 @@ def changes(before, frozen, others, stats_after) -> dict:
                     for k in stats_before if k.endswith("moving_mean")]
     return {"frozen_weights_changed": float(any(not np.array_equal(a, b) for a, b in zip(frozen_after, frozen_before))),
             "frozen_weights_change": float(max(np.max(np.abs(a - b)) for a, b in zip(frozen_after, frozen_before))),
-            "other_weights_changed": float(any(not np.array_equal(np.array(w), b) for w, b in zip(others, others_before)))
-            if others else float("nan"),
+            "other_weights_changed": float(any(not np.array_equal(np.array(w), b)
+                                               for w, b in zip(others, others_before))) if others else float("nan"),
             "stats_changed": float(probes.stats_changed(stats_before, stats_after)),
             "stats_change": float(max(moving_shift))}

@@ -30,7 +30,6 @@ import numpy as np
 from bnexp.toolkit import probes, protocol
 
 
-
 def run(cfg, ctx) -> dict:
     kind = cfg.training_default.layer
     d = ctx.data()

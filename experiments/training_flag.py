@@ -39,14 +39,13 @@ that no probe sees another's side effects:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from bnexp import launcher
 from bnexp.toolkit import data, probes, protocol, training
 from bnexp.toolkit.base_cache import BaseCache
 
@@ -234,22 +233,26 @@ def phase_probe(cfg, ctx, model, d, steps: int) -> dict:
 
 def graph_learning_phase(cfg, ctx, d) -> dict:
     """The before/after learning-phase probes in a child process with eager execution disabled (it can
-    only be disabled before anything runs, and not undone): columns graph.lp<v>_<when>.*."""
+    only be disabled before anything runs, and not undone): columns graph.lp<v>_<when>.*. The child has
+    tf_keras' environment on the run's device and the run's own time limit."""
     bs, steps = int(cfg.train.batch_size), int(cfg.training_flag.probe_steps)
-    path = ctx.workdir / "graph_probe.npz"
+    path, result, log_path = (ctx.workdir / f"graph_probe.{ext}" for ext in ("npz", "json", "log"))
     np.savez(path, x=d.x_train[:bs * steps], y=d.y_train[:bs * steps])
     spec = {"model": cfg.model.name, "flag_style": cfg.model.flag_style, "num_classes": d.num_classes,
             "momentum": float(cfg.bn.momentum), "epsilon": float(cfg.bn.epsilon), "lr": float(cfg.train.lr),
-            "optimizer": cfg.train.optimizer, "batch_size": bs, "seed": int(cfg.seed), "data": str(path)}
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+            "optimizer": cfg.train.optimizer, "batch_size": bs, "seed": int(cfg.seed), "data": str(path),
+            "result": str(result)}
+    env = launcher.child_env("tf_keras", cfg.device)
     try:
-        done = subprocess.run([sys.executable, "-m", "experiments.training_flag", json.dumps(spec)], env=env,
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+        with open(log_path, "w") as log:
+            code = launcher.run("experiments.training_flag", [json.dumps(spec)], env, float(cfg.train.timeout_s), log)
+        if code != 0:
+            why = "timed out" if code is None else f"exited with code {code}"
+            raise RuntimeError(f"graph-mode learning-phase probe {why}: {log_path.read_text().strip()[-600:]}")
+        return json.loads(result.read_text())
     finally:
-        path.unlink(missing_ok=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"graph-mode learning-phase probe failed: {done.stderr.strip()[-600:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        for done in (path, result, log_path):
+            done.unlink(missing_ok=True)
 
 
 def _graph_probe_main(spec: dict) -> dict:
@@ -303,4 +306,5 @@ def _graph_probe_main(spec: dict) -> dict:
 
 
 if __name__ == "__main__":  # the graph-mode child of graph_learning_phase
-    print(json.dumps(_graph_probe_main(json.loads(sys.argv[1]))))
+    _spec = json.loads(sys.argv[1])
+    Path(_spec["result"]).write_text(json.dumps(_graph_probe_main(_spec)))

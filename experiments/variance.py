@@ -25,6 +25,7 @@ import numpy as np
 
 from bnexp.toolkit import data, precise_bn, precise_curve, probes, protocol
 from bnexp.toolkit.models import batch_norm_layers
+from experiments import seeds
 
 
 def run(cfg, ctx) -> dict:
@@ -38,7 +39,7 @@ def run(cfg, ctx) -> dict:
 
     at_b = precise_bn.population_stats(model, data.train_batches(
         d.x_train, d.y_train, batch_size, math.ceil(int(cfg.variance.recompute_samples) / batch_size),
-        int(cfg.seed) + 20_000))
+        int(cfg.seed) + seeds.POPULATION))
     out.update(biased_vs_unbiased(cfg, model, d, at_b))
     out.update(variance_ratios(model, at_b, reference))
     out.update(convergence(cfg, model, d, curve))
@@ -53,7 +54,7 @@ def r1_curve(cfg, model, d) -> dict[int, precise_bn.Recompute]:
     """
     counts = [int(n) for n in cfg.variance.curve_batches]
     stream = data.train_batches(d.x_train, d.y_train, int(cfg.probe.precise_batch_size), max(counts),
-                                int(cfg.seed) + 10_000)
+                                int(cfg.seed) + seeds.PRECISE)
     return precise_curve.prefix_stats(model, stream, counts)
 
 

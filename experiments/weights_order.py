@@ -81,7 +81,8 @@ def slot_values(layer) -> list[str]:
     attributes = {name: np.asarray(getattr(layer, name)) for name in CANONICAL}
     out = []
     for array in layer.get_weights():
-        hits = [name for name, value in attributes.items() if value.shape == array.shape and np.array_equal(value, array)]
+        hits = [name for name, value in attributes.items()
+                if value.shape == array.shape and np.array_equal(value, array)]
         out.append("|".join(hits) or "?")
     return out
 
