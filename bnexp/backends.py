@@ -120,7 +120,7 @@ def installed_build(folder: str | os.PathLike) -> str | None:
         return None
 
 
-def _version_key(name: str) -> tuple:
+def version_key(name: str) -> tuple:
     """Oldest first: 3.9.2 < 3.10.0 < 3.16.0.dev2026102704 < 3.16.0 (anything else last)."""
     m = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:\.dev(\d+))?$", name)
     if not m:
@@ -136,7 +136,7 @@ def cached_releases(cache_dir: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         return []
     found = [p.name for p in root.glob("3.*") if (p / COMPLETE).exists()]
-    out = sorted(found, key=_version_key)
+    out = sorted(found, key=version_key)
     build = installed_build(root / NIGHTLY)
     return out + ([f"{NIGHTLY} ({build})"] if build else [])
 
@@ -221,7 +221,7 @@ def _pip_failure(version: str, output: str, host: str) -> str:
     offered = re.search(r"\(from versions: ([^)]*)\)", output)
     if (offered or "No matching distribution" in output) and requirement(version).startswith("keras-nightly"):
         builds = [v.strip() for v in (offered.group(1).split(",") if offered else []) if DEV.match(v.strip())]
-        newest = sorted(builds, key=_version_key)[-3:]
+        newest = sorted(builds, key=version_key)[-3:]
         return (f"keras_version={version}: the package registry ({host}) has no such keras-nightly build; newest "
                 f"there: {', '.join(newest) if newest else 'none'} (keras_version=nightly takes the newest)")
     if offered or "No matching distribution" in output:

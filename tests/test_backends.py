@@ -321,8 +321,16 @@ def test_frameworks_sweep_has_backend_and_release_grids_of_the_same_scenario_and
     per_grid = {g: sum(p.grid == g for p in points) for g in multirun}
     seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "frameworks.yaml").read_text())["seeds"])
     assert per_grid == {"training_flag@backends": 12 * seeds, "training_flag@releases": 12 * seeds}
-    _, reference, _, _ = sweep.plan("reference", None, [])
-    assert not [g for g in reference if "@" in g]  # the reference grid: the default setup, which verdicts read
+    _, reference, points, _ = sweep.plan("reference", None, [])
+    # the reference grid: the default setup, which verdicts read, but for the conformance matrix of every release
+    # x backend (one seed; the report's conformance section, no verdict)
+    other_setups = [g for g, over in reference.items() if any(o.startswith(("backend=", "keras_version="))
+                                                             and o != "backend=tensorflow" for o in over)]
+    assert other_setups == ["conformance@matrix"]
+    conformance = [p for p in points if p.scenario == "conformance"]
+    seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "reference.yaml").read_text())["seeds"])
+    assert len({p.worker for p in conformance}) == 21 and len(conformance) == 20 + seeds  # its seed 0 is shared
+    assert {dict(o.split("=", 1) for o in p.overrides)["seed"] for p in conformance if p.grid == "conformance@matrix"} == {"0"}
 
 
 def test_verdicts_use_the_default_setup_only():
