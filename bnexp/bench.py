@@ -16,6 +16,9 @@
    reference sweep, `make sweep`).                                   goal <= 30 min (5 seeds, 2 cores)
 6. Where the reference sweep's seconds go, per scenario: its committed records' wall, fit and precise-BN
    seconds (results/records.jsonl.gz and results/runs/, the reference's planned runs).
+8. Precise BN's recording pass, compiled (a tf.function per model, moments in the graph: what runs use) vs
+   eager (a model call and a NumPy reduction per BN layer and batch: what JAX and PyTorch runs use), side by
+   side on small_cnn: 100 batches of 64, repetitions interleaved; the compiled pass' first call (tracing) apart.
 7. `bnexp doctor` on a real architecture: keras.applications.MobileNetV2(weights=None) at 96x96, 10 classes,
    saved as .keras, checked on an .npz of 2,000 and of 10,000 random images (and `fix=true` at 2,000): wall
    time of the fresh `python -m bnexp doctor` process and the peak RSS of its largest process.
@@ -198,6 +201,42 @@ def precise_cost(cache: Path) -> dict:
             "epoch_s_estimated": epoch_s, "ratio": rec["precise_s"] / epoch_s}
 
 
+def precise_compiled_vs_eager(reps: int, batches: int = 100, batch_size: int = 64) -> dict:
+    """Measure 8: one precise-BN recomputation on small_cnn, compiled vs eager pass, interleaved; the median
+    ratio, the compiled pass' first call (its trace) and the largest difference of the statistics."""
+    from unittest import mock
+
+    import numpy as np
+
+    from bnexp.toolkit import models, precise_bn
+    from bnexp.toolkit.framework import activate
+
+    fw = activate("keras3")
+    fw.set_seed(0)
+    rng = np.random.default_rng(0)
+    xs = [rng.random((batch_size, 28, 28, 1), dtype=np.float32) for _ in range(batches)]
+    model = models.build(fw, "small_cnn", (28, 28, 1), 10)
+
+    def eager():
+        with mock.patch.object(precise_bn.framework, "BACKEND", "eager"):
+            return precise_bn.population_stats(model, xs)
+
+    first = precise_bn.population_stats(model, xs)  # traces
+    eager()  # its warm-up
+    times = {"compiled": [], "eager": []}
+    stats = {}
+    for rep in range(reps):
+        for arm in (("compiled", "eager") if rep % 2 else ("eager", "compiled")):
+            stats[arm] = eager() if arm == "eager" else precise_bn.population_stats(model, xs)
+            times[arm].append(stats[arm].seconds)
+    diff = max(float(np.max(np.abs(a.var_biased / b.var_biased - 1)))
+               for a, b in zip(stats["compiled"].layers, stats["eager"].layers))
+    return {"batches": batches, "batch_size": batch_size, "reps": reps, "first_compiled_s": first.seconds,
+            "compiled_s": statistics.median(times["compiled"]), "eager_s": statistics.median(times["eager"]),
+            "ratio": statistics.median(c / e for c, e in zip(times["compiled"], times["eager"])),
+            "max_rel_diff": diff}
+
+
 def reference_seconds() -> list[dict]:
     """Per scenario of the reference sweep's planned runs (records in results/): runs, run-seconds and the
     median seconds of a run, of its fit and of its precise-BN recomputations."""
@@ -323,7 +362,7 @@ def _seconds_table(rows: list[dict], sweep: dict | None) -> list[str]:
 ROWS = {"1": ("| training-step overhead",), "2": ("| per-run fixed cost", "| warm worker peak RSS",
         "| fresh `python -m bnexp run`", "| child process start", "| after fit:"),
         "3": ("| quick-grid throughput", "| peak memory per worker"), "4": ("| precise BN,",),
-        "5": ("| whole reference grid",), "7": ("| doctor on MobileNetV2", "| doctor `fix=true` on MobileNetV2")}
+        "5": ("| whole reference grid",), "8": ("| precise BN's recording pass",), "7": ("| doctor on MobileNetV2", "| doctor `fix=true` on MobileNetV2")}
 
 
 def merged(new: str, old: str, rerun: set[str]) -> str:
@@ -399,6 +438,12 @@ def _markdown(res: dict) -> str:
         p = res["precise"]
         lines.append(f"| precise BN, {p['precise_batches']} batches, vs one training epoch | {p['ratio']:.2f}x "
                      f"({p['precise_s']:.1f} s vs {p['epoch_s_estimated']:.1f} s) | |")
+    if "precise_pass" in res:
+        p = res["precise_pass"]
+        lines.append(f"| precise BN's recording pass, compiled / eager ({p['batches']} batches of {p['batch_size']}, "
+                     f"small_cnn, median of {p['reps']} interleaved: {p['compiled_s']:.2f} s / {p['eager_s']:.2f} s; "
+                     f"the compiled pass' first call, with its trace: {p['first_compiled_s']:.2f} s; statistics "
+                     f"differ by {p['max_rel_diff']:.0e} relative at most) | {p['ratio']:.2f} | |")
     if "doctor" in res:
         lines += _doctor_rows(res["doctor"])
     if "seconds" in res:
@@ -408,7 +453,7 @@ def _markdown(res: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="which measures, e.g. 1,2")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="which measures, e.g. 1,2")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--fixed-order", action="store_true", help="step overhead: the old fixed order of arms")
     ap.add_argument("--doctor-sizes", default=",".join(map(str, DOCTOR_SIZES)),
@@ -439,6 +484,9 @@ def main(argv=None) -> None:
         print(f"bnexp doctor on MobileNetV2 ({args.doctor_image}x{args.doctor_image}), {', '.join(map(str, sizes))} "
               f"images ...", flush=True)
         res["doctor"] = doctor_mobilenet(cache, sizes, args.doctor_image, min(sizes))
+    if "8" in only:  # imports TensorFlow (Keras 3) into this process, like measure 1
+        print("precise BN's recording pass, compiled vs eager ...", flush=True)
+        res["precise_pass"] = precise_compiled_vs_eager(args.reps)
     if "1" in only:  # last: it imports TensorFlow into this process
         print("training-step overhead ...", flush=True)
         res["overhead"] = step_overhead(args.reps, steps=200, fixed_order=args.fixed_order)

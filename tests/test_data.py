@@ -129,6 +129,22 @@ def test_train_batches_are_exact_in_count_and_deterministic():
         data.batch_order(100, 128, 1, seed=5)
 
 
+def test_train_batches_within_one_epoch_and_beyond_follow_the_batch_order():
+    """At most one epoch of batches is copied out of x up front, more is gathered per batch from all of x: both
+    give exactly batch_order's images and labels, with the same element shapes and dtypes."""
+    x = np.arange(100 * 3, dtype=np.float32).reshape(100, 3)
+    y = np.arange(100, dtype=np.int64) % 7
+    for steps in (6, 20):  # 6 x 16 = 96 <= 100 images; 20 x 16 = 320 > 100
+        ds = data.train_batches(x, y, 16, steps, seed=2)
+        order = data.batch_order(100, 16, steps, seed=2)
+        got = list(ds)
+        assert len(got) == steps and ds.element_spec[0].shape.as_list() == [16, 3]
+        for (bx, by), idx in zip(got, order):
+            assert bx.dtype.name == "float32" and by.dtype.name == "int64"
+            np.testing.assert_array_equal(bx.numpy(), x[idx])
+            np.testing.assert_array_equal(by.numpy(), y[idx])
+
+
 def test_cached_dataset_is_read_once_shared_read_only_and_read_again_when_replaced(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -167,3 +167,23 @@ def test_tf_keras_precise_bn_matches_numpy(tmp_path):
     assert out["dense"]["keras_vs_biased"] < 1e-5      # dense: biased, like Keras 3
     assert out["conv"]["keras_vs_unbiased"] < 1e-5     # fused conv: unbiased (Bessel-corrected)
     assert out["conv"]["keras_vs_biased"] > 0.5 / (8 * 4 * 4 - 1)  # the m/(m-1) factor, 1/127
+
+
+def test_compiled_pass_equals_the_eager_one_and_is_reused(fw, monkeypatch):
+    """On TensorFlow the recording pass is a tf.function traced once per model (moments summed in the graph);
+    its statistics equal the eager pass' NumPy ones to float64 rounding, a model frozen after a first
+    recomputation still gets batch statistics, and a second recomputation reuses the trace."""
+    model, _ = conv_bn(fw)
+    xs = batches((6, 6, 1))
+    compiled = precise_bn.population_stats(model, xs).layers[0]
+    fns = [k for k in model.__dict__["_bnexp_fns"] if k[0] == "precise_bn"]
+    traces = model.__dict__["_bnexp_fns"][fns[0]][0].experimental_get_tracing_count()
+    model.get_layer("bn").trainable = False
+    again = precise_bn.population_stats(model, xs).layers[0]
+    assert model.__dict__["_bnexp_fns"][fns[0]][0].experimental_get_tracing_count() == traces
+    monkeypatch.setattr(precise_bn.framework, "BACKEND", "eager (as on JAX or PyTorch)")
+    eager = precise_bn.population_stats(model, xs).layers[0]
+    for got in (compiled, again):
+        np.testing.assert_allclose(got.mean, eager.mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.var_biased, eager.var_biased, rtol=1e-12)
+        assert got.m == eager.m and got.batches == eager.batches

@@ -1,5 +1,5 @@
 """The reference sweep can judge every verdict rule: each value a rule's `where` names is a value of that
-key in the scenario's reference grid (configs/sweep/reference.yaml) or, for a key the grid leaves alone,
+key in the scenario's reference grids (configs/sweep/reference.yaml: its grid and its `@label` grids) or, for a key the grid leaves alone,
 the scenario's default. A rule whose `where` matches no run of the sweep would be judged on nothing."""
 
 import pytest
@@ -28,10 +28,15 @@ def test_every_scenario_with_rules_has_a_reference_grid():
 def test_where_values_are_in_the_reference_grid_or_the_defaults(scenario):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         defaults = compose("config", overrides=[f"scenario={scenario}"])
-    swept = grid_values(GRIDS[scenario])
+    grids = [grid_values(GRIDS[g]) for g in GRIDS if g.split("@", 1)[0] == scenario]  # its `@label` grids too
+
+    def values_of(key):  # over the scenario's grids: a grid that leaves `key` alone runs its default
+        default = [OmegaConf.select(defaults, key, default="<absent>")]
+        return [v for grid in grids for v in grid.get(key, default)]
+
     for rule in RULED[scenario]:
         for key, wanted in (rule.get("where") or {}).items():
-            values = swept[key] if key in swept else [OmegaConf.select(defaults, key, default="<absent>")]
+            values = values_of(key)
             for value in wanted if isinstance(wanted, list) else [wanted]:
                 assert value in values, (f"{scenario} rule for {rule['claim']} ({rule['says'][:50]}...): "
                                          f"{key}={value!r} is not among the reference sweep's {values}")
