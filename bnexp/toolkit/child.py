@@ -23,9 +23,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bnexp import PROCESS_START
+from bnexp.errors import Diverged, UserError
 from bnexp.toolkit import data as data_mod
 from bnexp.toolkit import training
-from bnexp.errors import Diverged, UserError
 from bnexp.toolkit.framework import Flavour, activate
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from bnexp.atomic import atomic_open
 from bnexp.errors import DataUnavailable, UserError
-from bnexp.network import reachable
 from bnexp.names import CORRUPTIONS, DATASETS, SCALINGS, SEVERITIES, SHIFTS
+from bnexp.network import reachable
 
 # Hosts TFDS downloads these datasets from: asked once, briefly, instead of letting TFDS retry for minutes.
 DOWNLOAD_HOSTS = {"fashion_mnist": "storage.googleapis.com", "mnist": "storage.googleapis.com",
@@ -279,14 +279,17 @@ def scaling_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def scale(x: np.ndarray, scaling: str, stats=None) -> np.ndarray:
     """uint8 images -> float32: `unit` [0, 1], `standard` per-channel z-score (needs stats), `raw` 0..255."""
-    xf = x.astype(np.float32)
+    xf = x.astype(np.float32)  # in place below: the same float32 operations, no second copy of the images
     if scaling == "unit":
-        return xf / 255.0
+        xf /= 255.0
+        return xf
     if scaling == "raw":
         return xf
     if scaling == "standard":
         mean, std = stats
-        return (xf - mean) / std
+        xf -= mean
+        xf /= std
+        return xf
     raise UserError(f"unknown data.scaling {scaling!r}; valid: {', '.join(SCALINGS)}")
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from bnexp.toolkit import framework, precise_bn
 from bnexp.toolkit.models import batch_norm_layers, intercepted, to_numpy
 
-
 moving_stats_kept = precise_bn.statistics_kept  # restore BN statistics after a training-mode probe
 
 
@@ -151,15 +150,16 @@ def bn_modes(model, x: np.ndarray, training: bool) -> tuple[list[bool], float]:
         gamma, beta = np.asarray(layer.gamma, np.float64), np.asarray(layer.beta, np.float64)
         flat = inp.reshape(-1, inp.shape[-1])
         eps = float(layer.epsilon)
-
-        def normalized(mean, var):
-            return gamma * (inp - mean) / np.sqrt(var + eps) + beta
-
-        err_batch = np.max(np.abs(out - normalized(flat.mean(0), flat.var(0))))
-        err_moving = np.max(np.abs(out - normalized(*moving[i])))
+        err_batch = np.max(np.abs(out - _normalized(inp, flat.mean(0), flat.var(0), gamma, beta, eps)))
+        err_moving = np.max(np.abs(out - _normalized(inp, *moving[i], gamma, beta, eps)))
         uses_batch.append(bool(err_batch < err_moving))
         residual = max(residual, min(err_batch, err_moving) / (np.max(np.abs(out)) + 1e-12))
     return uses_batch, float(residual)
+
+
+def _normalized(x, mean, var, gamma, beta, eps):
+    """BN's inference formula on `x` with the given statistics."""
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta
 
 
 def measure_modes(model, x: np.ndarray, prefix: str = "") -> dict:
