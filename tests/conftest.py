@@ -52,6 +52,36 @@ def bnexp(args: list[str], results: Path, cache_dir: Path, timeout: float = 300,
     return proc
 
 
+def run_batch(configs: list[list[str]], results: Path, cache_dir: Path, tiny: bool = True, timeout: float = 900,
+              **env) -> list[dict]:
+    """The record of each config (conftest.TINY, then its overrides), all run by ONE `python -m bnexp run
+    --multirun` through the bnexp_grids sweeper, the way `bnexp sweep` launches its runs: one parent process
+    and one warm worker per kind of semantics serve every run, instead of a fresh interpreter and framework
+    import per run. Records come back in the order of `configs`, whatever their status (the test asserts it)."""
+    from bnexp import config_check
+    from bnexp.store import run_id
+
+    jobs = []
+    for overrides in configs:
+        last = {o.split("=", 1)[0]: o for o in [*(TINY if tiny else []), *overrides]}  # later values win
+        [resolved] = config_check.compose([*last.values(), f"paths.results_dir={results}"])
+        jobs.append({"overrides": list(last.values()), "scenario": resolved["scenario"]["name"],
+                     "run_id": run_id(resolved), "results_dir": str(results)})
+    jobs_file = results.with_name(results.name + ".jobs.json")
+    jobs_file.parent.mkdir(parents=True, exist_ok=True)
+    jobs_file.write_text(json.dumps({"jobs": jobs}))
+    proc = bnexp(["run", "--multirun", "hydra/sweeper=bnexp_grids", f"hydra.sweeper.jobs_file={jobs_file}",
+                  "hydra/launcher=basic"], results, cache_dir, timeout=timeout, check=False, **env)
+    out = []
+    for job in jobs:
+        path = results / "runs" / job["scenario"] / job["run_id"] / "metrics.json"
+        if not path.exists():
+            raise AssertionError(f"no record for {job['overrides']} (exit {proc.returncode})\n{proc.stdout}\n"
+                                 f"{proc.stderr}")
+        out.append(json.loads(path.read_text()))
+    return out
+
+
 def records(results: Path, scenario: str = "*") -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(results.glob(f"runs/{scenario}/*/metrics.json"))]
 

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from conftest import run_batch
 from rule_metrics import missing_rule_metrics
 
 from bnexp.toolkit import budget
@@ -25,8 +26,21 @@ def test_epoch_budget():
         budget.epoch_steps(0, 100, 8)
 
 
-def test_bn_run_records_steps_and_the_decomposition(run_cli):
-    rec = run_cli("scenario=batch_size", "norm=bn", "train.batch_size=8", "train.epochs=1")
+# The runs of the tests below: one multirun, one warm keras3 worker (conftest.run_batch).
+RUNS = {"bn": ["norm=bn", "train.batch_size=8", "train.epochs=1"],
+        "gn": ["norm=gn", "train.batch_size=16", "train.epochs=0.5"],
+        "brn_clip": ["norm=brn_clip", "model.norm_layers=conv", "train.batch_size=8", "train.epochs=0.5"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir) -> dict:
+    recs = run_batch([["scenario=batch_size", *o] for o in RUNS.values()],
+                     tmp_path_factory.mktemp("batch_size") / "results", cache_dir)
+    return dict(zip(RUNS, recs))
+
+
+def test_bn_run_records_steps_and_the_decomposition(runs):
+    rec = runs["bn"]
     assert rec["status"] == "ok", rec["error"]
     for key in DECOMPOSITION + PRECISE:
         assert key in rec, key
@@ -37,10 +51,10 @@ def test_bn_run_records_steps_and_the_decomposition(run_cli):
     assert rec["stat.fc1_norm.m"] == 8 and rec["stat.conv1_norm.m"] == 8 * 28 * 28  # dense: m is the batch
 
 
-def test_group_norm_does_not_depend_on_the_mode(run_cli):
+def test_group_norm_does_not_depend_on_the_mode(runs):
     """GroupNorm has no batch statistics: training and inference mode give the same accuracy, and
     there is nothing for precise BN to recompute."""
-    rec = run_cli("scenario=batch_size", "norm=gn", "train.batch_size=16", "train.epochs=0.5")
+    rec = runs["gn"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["steps"] == 16
     assert rec["acc_test_batchstats"] == rec["acc_test_moving"] and rec["gap_test"] == 0
@@ -49,10 +63,9 @@ def test_group_norm_does_not_depend_on_the_mode(run_cli):
     assert rec["acc_test_inference"] == rec["acc_test_moving"]  # no BN: its only inference accuracy
 
 
-def test_conv_only_brn_clip_records_group_sizes_and_the_fair_accuracy(run_cli):
+def test_conv_only_brn_clip_records_group_sizes_and_the_fair_accuracy(runs):
     """The new factors end to end: the norm on the convolutions only, clipped BRN; m per BN layer."""
-    rec = run_cli("scenario=batch_size", "norm=brn_clip", "model.norm_layers=conv", "train.batch_size=8",
-                  "train.epochs=0.5")
+    rec = runs["brn_clip"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["model.norm_layers"] == "conv" and rec["norm"] == "brn_clip"
     assert rec["stat.conv1_norm.m"] == 8 * 28 * 28 and rec["stat.conv2_norm.m"] == 8 * 14 * 14

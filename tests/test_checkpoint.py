@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, bnexp, records
+from conftest import TINY, bnexp, records, run_batch
 
 
 def _run_dir(results: Path, rec: dict) -> Path:
@@ -62,9 +62,20 @@ def test_error_origin_names_the_code_that_raised():
         assert error_origin(e) == "harness"
 
 
-def test_tf1_trainable_plus_moving_restores_exactly(run_cli, tmp_path):
-    results = tmp_path / "r"
-    rec = run_cli("scenario=checkpoint", "checkpoint.strategy=trainable_moving", results=results)
+@pytest.fixture(scope="module")
+def restores(tmp_path_factory, cache_dir) -> tuple[Path, dict]:
+    """(results folder, {(semantics, strategy): record}) of the runs the restore tests below read: one multirun,
+    one warm worker per semantics (conftest.run_batch)."""
+    results = tmp_path_factory.mktemp("checkpoint") / "r"
+    keys = [("tf1", "trainable_moving"), ("keras3", "trainable_moving"), ("keras3", "global")]
+    recs = run_batch([["scenario=checkpoint", f"semantics={sem}", f"checkpoint.strategy={strategy}"]
+                      for sem, strategy in keys], results, cache_dir)
+    return results, dict(zip(keys, recs))
+
+
+def test_tf1_trainable_plus_moving_restores_exactly(restores):
+    results, recs = restores
+    rec = recs[("tf1", "trainable_moving")]
     assert rec["status"] == "ok", rec["error"]
     assert rec["ckpt_moving_keys"] == 6 and rec["restore_failed"] == 0.0 and rec["n_initialized"] == 0
     assert sum(map(_is_moving, _keys(results, rec))) == 6
@@ -74,9 +85,9 @@ def test_tf1_trainable_plus_moving_restores_exactly(run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["trainable_moving", "global"])
-def test_keras3_weights_files_with_the_moving_statistics_restore_exactly(run_cli, tmp_path, strategy):
-    results = tmp_path / "r"
-    rec = run_cli("scenario=checkpoint", "semantics=keras3", f"checkpoint.strategy={strategy}", results=results)
+def test_keras3_weights_files_with_the_moving_statistics_restore_exactly(restores, strategy):
+    results, recs = restores
+    rec = recs[("keras3", strategy)]
     assert rec["status"] == "ok", rec["error"]
     assert rec["restore_failed"] == 0.0 and rec["restore_error_origin"] == "" and rec["ckpt_moving_keys"] == 6
     assert rec["restored_stats_exact"] == 1.0 and rec["acc_test_restored"] == rec["acc_test_saved"]

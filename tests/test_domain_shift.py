@@ -6,6 +6,7 @@ import pytest
 from bnexp.errors import UserError
 from bnexp.names import CORRUPTIONS, SEVERITIES
 from bnexp.toolkit import data
+from conftest import run_batch
 from rule_metrics import missing_rule_metrics
 
 SMALL = ["scenario=domain_shift", "data.test_size=600", "domain_shift.eval_samples=200",
@@ -40,9 +41,10 @@ def test_corruption_details():
         data.corrupt(x, "noise", 6)
 
 
-def test_bn_adapts_and_gn_has_nothing_to_adapt(run_cli, tmp_path):
-    results = tmp_path / "results"
-    bn = run_cli(*SMALL, "domain_shift.kind=inversion", results=results)
+def test_bn_adapts_and_gn_has_nothing_to_adapt(tmp_path, cache_dir):
+    # one multirun, in this order, one warm worker (conftest.run_batch)
+    bn, again, gn = run_batch([[*SMALL, "domain_shift.kind=inversion"], [*SMALL, "domain_shift.kind=blur"],
+                               [*SMALL, "norm=gn", "domain_shift.kind=inversion"]], tmp_path / "results", cache_dir)
     assert bn["status"] == "ok", bn["error"]
     assert missing_rule_metrics(bn, "domain_shift") == set()
     assert bn["eval_size"] == 200 and bn["adapt_pool_size"] == 400  # disjoint parts of the 600 test images
@@ -51,8 +53,6 @@ def test_bn_adapts_and_gn_has_nothing_to_adapt(run_cli, tmp_path):
     assert bn["acc_s5_adapted"] == bn["acc_s5_n400"]
     assert bn["gain_s5"] == pytest.approx(bn["acc_s5_adapted"] - bn["acc_s5_source"])
     assert bn["source_converged"] in (0, 1) and bn["source_from_cache"] == 0
-    again = run_cli(*SMALL, "domain_shift.kind=blur", results=results)
     assert again["source_from_cache"] == 1  # one source model per setup, shared by the corruption kinds
-    gn = run_cli(*SMALL, "norm=gn", "domain_shift.kind=inversion", results=results)
     assert gn["status"] == "ok", gn["error"]
     assert "acc_s5_source" in gn and "acc_s5_adapted" not in gn and "source_converged" not in gn

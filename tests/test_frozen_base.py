@@ -10,7 +10,7 @@ NumPy per semantics in test_probes.py.
 
 import pytest
 
-from conftest import bnexp
+from conftest import bnexp, run_batch
 
 # Tiny pretraining and stages on top of conftest's TINY sizes.
 SMALL = ["transfer.pretrain_steps=20", "transfer.dist_batches=2", "transfer.stage2_steps=3"]
@@ -23,9 +23,27 @@ KEYS = ("acc_train_fit", "acc_train_eval", "acc_test_eval", "acc_train_batchstat
         "stat_err_max", "stat_converged")
 
 
-def test_keras2_v1_frozen_base_uses_batch_stats_in_fit_and_never_updates_them(run_cli):
+# The runs of the end-to-end tests below, in this order: one multirun, one warm worker per kind of semantics
+# (conftest.run_batch). keras2_v1 with training=true comes after the default keras2_v1 run: it reads that base.
+RUNS = {"keras2_v1": [],
+        "keras2_v1_training_true": ["base.training=true"],
+        "keras3_stage2": ["semantics=keras3", "base.training=false", "transfer.stage2=true"],
+        "tf_keras_stage2": ["semantics=tf_keras", "base.training=false", "transfer.stage2=true"],
+        "keras3_layer_flag": ["semantics=keras3", "base.training=false", "base.flag_style=layer",
+                              "transfer.stage2=true"],
+        "keras3_c05_arms": ["semantics=keras3", "base.trainable=true", "transfer.lag_arms=[[0.99,3],[0.9,6]]"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir) -> dict:
+    recs = run_batch([["scenario=frozen_base", *SMALL, *o] for o in RUNS.values()],
+                     tmp_path_factory.mktemp("frozen_base") / "results", cache_dir)
+    return dict(zip(RUNS, recs))
+
+
+def test_keras2_v1_frozen_base_uses_batch_stats_in_fit_and_never_updates_them(runs):
     """C06's mechanism under Keras <= 2.2.4 semantics (the scenario's default = the classic pitfall)."""
-    rec = run_cli("scenario=frozen_base", *SMALL)
+    rec = runs["keras2_v1"]
     assert rec["status"] == "ok", rec["error"]
     for key in KEYS:
         assert key in rec, key
@@ -38,16 +56,16 @@ def test_keras2_v1_frozen_base_uses_batch_stats_in_fit_and_never_updates_them(ru
 
     # Hard-coding training=True on the frozen base: still no update, batch statistics in fit and evaluate.
     # Same semantics and seed: the base comes from the cache.
-    rec = run_cli("scenario=frozen_base", *SMALL, "base.training=true")
+    rec = runs["keras2_v1_training_true"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["base_cache_hit"] == 1.0
     assert (rec["fit_batchstats_frac"], rec["eval_batchstats_frac"], rec["bn_stats_changed"]) == (1.0, 1.0, 0.0)
 
 
-def test_keras3_frozen_base_is_in_inference_mode_and_unfreezing_overrides_training_false(run_cli):
+def test_keras3_frozen_base_is_in_inference_mode_and_unfreezing_overrides_training_false(runs):
     """C06 gone under Keras 3; C15 under Keras 3: fit's training=True replaces the training=False given
     when the functional model was built, so after unfreezing (stage 2) the moving statistics change."""
-    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=keras3", "base.training=false", "transfer.stage2=true")
+    rec = runs["keras3_stage2"]
     assert rec["status"] == "ok", rec["error"]
     assert (rec["fit_batchstats_frac"], rec["eval_batchstats_frac"], rec["bn_stats_changed"]) == (0.0, 0.0, 0.0)
     assert rec["stat_dist_after"] == pytest.approx(rec["stat_dist_before"], rel=0.5)  # frozen: same base
@@ -59,29 +77,27 @@ def test_keras3_frozen_base_is_in_inference_mode_and_unfreezing_overrides_traini
         assert key in rec, key
 
 
-def test_tf_keras_keeps_training_false_after_unfreezing(run_cli):
+def test_tf_keras_keeps_training_false_after_unfreezing(runs):
     """C15 under tf-keras: the training=False fixed in the functional model holds in stage 2."""
-    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=tf_keras", "base.training=false", "transfer.stage2=true")
+    rec = runs["tf_keras_stage2"]
     assert rec["status"] == "ok", rec["error"]
     modes = (rec["s2_fit_batchstats_frac"], rec["s2_eval_batchstats_frac"], rec["s2_bn_stats_changed"])
     assert modes == (0.0, 0.0, 0.0)
     assert rec["s2_flag_honoured"] == 1.0
 
 
-def test_keras3_layer_level_flag_in_stage2(run_cli):
+def test_keras3_layer_level_flag_in_stage2(runs):
     """C15's layer-level variant: every BN inside the base called with training=False while building.
     Whatever Keras 3 does with it, flag_honoured must agree with the modes measured."""
-    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=keras3", "base.training=false", "base.flag_style=layer",
-                  "transfer.stage2=true")
+    rec = runs["keras3_layer_flag"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["keras"].startswith("3.")
     honoured = rec["s2_fit_batchstats_frac"] == 0.0 and rec["s2_eval_batchstats_frac"] == 0.0
     assert rec["s2_flag_honoured"] == float(honoured)
 
 
-def test_c05_arms_repeat_the_fine_tuning_at_other_momenta_and_lengths(run_cli):
-    rec = run_cli("scenario=frozen_base", *SMALL, "semantics=keras3", "base.trainable=true",
-                  "transfer.lag_arms=[[0.99,3],[0.9,6]]")
+def test_c05_arms_repeat_the_fine_tuning_at_other_momenta_and_lengths(runs):
+    rec = runs["keras3_c05_arms"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["flag_honoured"] != rec["flag_honoured"]  # NaN: base called without training=
     for prefix in ("c05_m99_b3_", "c05_m90_b6_"):

@@ -4,14 +4,24 @@ import math
 
 import pytest
 
-from conftest import TINY, bnexp, records
+from conftest import TINY, bnexp, run_batch
 from rule_metrics import missing_rule_metrics
 
 LAYERS = ("conv1_norm", "conv2_norm", "fc1_norm")
 
 
-def test_momentum_record_has_the_decomposition(run_cli):
-    rec = run_cli("scenario=momentum", "bn.momentum=0.9")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir) -> dict:
+    """The runs the tests below read, from one multirun with one warm keras3 worker (conftest.run_batch):
+    momentum 0.9; momentum 0; momentum exp(-1/B) that also replays momentum 0."""
+    recs = run_batch([["scenario=momentum", "bn.momentum=0.9"], ["scenario=momentum", "bn.momentum=0"],
+                      ["scenario=momentum", "momentum.rule=exp", "momentum.replay=[0,exp]"]],
+                     tmp_path_factory.mktemp("momentum") / "results", cache_dir)
+    return dict(zip(("m0.9", "zero", "rule"), recs))
+
+
+def test_momentum_record_has_the_decomposition(runs):
+    rec = runs["m0.9"]
     assert rec["status"] == "ok", rec["error"]
     for key in ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc_test_batchstats",
                 "acc_test_moving", "acc_test_precise", "gap_test", "steps", "wall_s", "run_id", "claims",
@@ -35,27 +45,16 @@ def test_momentum_record_has_the_decomposition(run_cli):
     assert missing_rule_metrics(rec, "momentum") == set()
 
 
-@pytest.fixture(scope="module")
-def momentum_zero_and_rule(tmp_path_factory, cache_dir):
-    """A run trained with momentum 0, and one trained with exp(-1/B) that replays momentum 0."""
-    results = tmp_path_factory.mktemp("momentum")
-    common = ["run", "scenario=momentum", *TINY]
-    bnexp([*common, "bn.momentum=0"], results, cache_dir)
-    bnexp([*common, "momentum.rule=exp", "momentum.replay=[0,exp]"], results, cache_dir)
-    recs = {r["momentum.rule"]: r for r in records(results, "momentum")}
-    return recs[None], recs["exp"]
-
-
-def test_momentum_zero_moving_stats_equal_the_last_batch(momentum_zero_and_rule):
-    zero, _ = momentum_zero_and_rule
+def test_momentum_zero_moving_stats_equal_the_last_batch(runs):
+    zero = runs["zero"]
     assert zero["status"] == "ok", zero["error"]
     assert zero["momentum_used"] == 0
     # m = 0: moving <- batch, so the moving statistics are the last training batch's moments, exactly
     assert zero["last_batch.mean_err"] == 0 and zero["last_batch.var_rel_err"] == 0
 
 
-def test_rule_momentum_and_replay_match_a_real_run(momentum_zero_and_rule):
-    zero, rule = momentum_zero_and_rule
+def test_rule_momentum_and_replay_match_a_real_run(runs):
+    zero, rule = runs["zero"], runs["rule"]
     assert rule["status"] == "ok", rule["error"]
     assert math.isclose(rule["momentum_used"], math.exp(-1 / 4))
     assert math.isclose(rule["init_weight"], math.exp(-1))

@@ -1,15 +1,25 @@
 """The trainable_after_compile scenario (C17) end to end through the real CLI, at tiny size."""
 
+import pytest
+from conftest import run_batch
 from rule_metrics import missing_rule_metrics
 
 SMALL = ["scenario=trainable_after_compile", "trainable_after_compile.stage1_steps=2",
          "trainable_after_compile.stage2_steps=2"]
 
 
-def test_keras3_freeze_after_a_fit_needs_a_recompile(run_cli, tmp_path):
-    results = tmp_path / "results"
-    stale = run_cli(*SMALL, "trainable_after_compile.recompile=false", results=results)
-    fresh = run_cli(*SMALL, "trainable_after_compile.recompile=true", results=results)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir) -> dict:
+    """Every run this file asserts on: one multirun, one warm keras3 worker (conftest.run_batch)."""
+    stale, fresh, bn = run_batch([[*SMALL, "trainable_after_compile.recompile=false"],
+                                  [*SMALL, "trainable_after_compile.recompile=true"],
+                                  [*SMALL, "trainable_after_compile.target=bn", "trainable_after_compile.recompile=true"]],
+                                 tmp_path_factory.mktemp("tac") / "results", cache_dir)
+    return {"stale": stale, "fresh": fresh, "bn": bn}
+
+
+def test_keras3_freeze_after_a_fit_needs_a_recompile(runs):
+    stale, fresh = runs["stale"], runs["fresh"]
     for rec in (stale, fresh):
         assert rec["status"] == "ok", rec["error"]
         assert missing_rule_metrics(rec, "trainable_after_compile") == set()
@@ -22,8 +32,8 @@ def test_keras3_freeze_after_a_fit_needs_a_recompile(run_cli, tmp_path):
     assert fresh["stats_changed"] == 0 and fresh["stats_change"] == 0
 
 
-def test_bn_target_keeps_the_other_weights_training(run_cli):
-    rec = run_cli(*SMALL, "trainable_after_compile.target=bn", "trainable_after_compile.recompile=true")
+def test_bn_target_keeps_the_other_weights_training(runs):
+    rec = runs["bn"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["other_weights_changed"] == 1  # the convolutions and dense layers still learn
     assert rec["frozen_weights_changed"] == 0 and rec["stats_changed"] == 0

@@ -1,7 +1,7 @@
 """The training_default scenario (C16) end to end through the real CLI, at tiny size."""
 
 import pytest
-from conftest import bnexp
+from conftest import bnexp, run_batch
 from rule_metrics import missing_rule_metrics
 
 KEYS = ("stats_changed_predict", "stats_changed_evaluate", "stats_changed_call", "call_batchstats",
@@ -9,10 +9,10 @@ KEYS = ("stats_changed_predict", "stats_changed_evaluate", "stats_changed_call",
         "acc_test_call", "acc_test_precise", "pre_training_default", "variant")
 
 
-def test_training_true_default_leaks_into_a_direct_call_but_the_control_does_not(run_cli, tmp_path):
-    results = tmp_path / "results"
-    leaky = run_cli("scenario=training_default", "training_default.layer=user_true", results=results)
-    control = run_cli("scenario=training_default", "training_default.layer=user_none", results=results)
+def test_training_true_default_leaks_into_a_direct_call_but_the_control_does_not(tmp_path, cache_dir):
+    leaky, control = run_batch([["scenario=training_default", "training_default.layer=user_true"],
+                                ["scenario=training_default", "training_default.layer=user_none"]],
+                               tmp_path / "results", cache_dir)  # one multirun, one worker
     for rec in (leaky, control):
         assert rec["status"] == "ok", rec["error"]
         assert all(key in rec for key in KEYS)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from conftest import run_batch
 from rule_metrics import missing_rule_metrics
 
 SMALL = ["scenario=training_flag", "training_flag.eval_samples=64", "training_flag.eval_batch_sizes=[1,8,64]",
@@ -12,8 +13,22 @@ KEYS = ("stats_changed_fit", "stats_changed_predict", "stats_changed_evaluate", 
         "fit_predict_max_diff", "fit_predict_agree", "learning_phase_api", "variant")
 
 
-def test_hard_coded_false_in_call_freezes_the_moving_stats_exactly(run_cli):
-    rec = run_cli(*SMALL, "bn.training=false", "model.flag_style=subclass")
+# The runs of the fast tests below: one multirun, one warm worker per semantics (conftest.run_batch).
+RUNS = {"subclass_false": ["bn.training=false", "model.flag_style=subclass"],
+        "default": ["training_flag.compare_nobn=false"],
+        "functional_true": ["bn.training=true", "training_flag.compare_nobn=false"],
+        "tf_keras_graph": ["semantics=tf_keras", "training_flag.compare_nobn=false",
+                           "training_flag.learning_phase_probes=false"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir) -> dict:
+    recs = run_batch([[*SMALL, *o] for o in RUNS.values()], tmp_path_factory.mktemp("flag") / "results", cache_dir)
+    return dict(zip(RUNS, recs))
+
+
+def test_hard_coded_false_in_call_freezes_the_moving_stats_exactly(runs):
+    rec = runs["subclass_false"]
     assert rec["status"] == "ok", rec["error"]
     for key in KEYS:
         assert key in rec, key
@@ -33,8 +48,8 @@ def test_hard_coded_false_in_call_freezes_the_moving_stats_exactly(run_cli):
     assert 0 <= rec["acc_test_precise"] <= 1
 
 
-def test_default_flag_updates_in_fit_only(run_cli):
-    rec = run_cli(*SMALL, "training_flag.compare_nobn=false")
+def test_default_flag_updates_in_fit_only(runs):
+    rec = runs["default"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["stats_changed_fit"] == 1 and rec["moving_at_init"] == 0
     assert rec["stats_changed_predict"] == 0 and rec["stats_changed_evaluate"] == 0
@@ -46,10 +61,10 @@ def test_default_flag_updates_in_fit_only(run_cli):
     assert rec["flag_honoured"] != rec["flag_honoured"]  # NaN: no flag fixed
 
 
-def test_keras3_functional_ignores_the_build_time_flag(run_cli):
+def test_keras3_functional_ignores_the_build_time_flag(runs):
     """Keras 3.15 functional: training=True given while building never reaches BN: flag_honoured 0, so
     the flag rules count this variant as `precondition not met`."""
-    rec = run_cli(*SMALL, "bn.training=true", "training_flag.compare_nobn=false")
+    rec = runs["functional_true"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["keras"].startswith("3.")
     assert rec["flag_honoured"] == 0
@@ -70,9 +85,8 @@ def test_tf_keras_learning_phase_probes(run_cli):
     assert not any(k.startswith("graph") for k in rec)  # graph-mode probes: bn.training=null only
 
 
-def test_tf_keras_graph_mode_learning_phase(run_cli):
-    rec = run_cli(*SMALL, "semantics=tf_keras", "training_flag.compare_nobn=false",
-                  "training_flag.learning_phase_probes=false")
+def test_tf_keras_graph_mode_learning_phase(runs):
+    rec = runs["tf_keras_graph"]
     assert rec["status"] == "ok", rec["error"]
     assert rec["graph_eager"] == 0  # the child really ran without eager execution
     for v in (0, 1):

@@ -2,14 +2,26 @@
 
 import pytest
 
+from conftest import run_batch
 from rule_metrics import missing_rule_metrics
 
 CANONICAL = "gamma,beta,moving_mean,moving_variance"
 
 
-@pytest.mark.parametrize("semantics", ["keras3", "keras2_v1"])
-def test_weights_order_record(run_cli, semantics):
-    rec = run_cli("scenario=weights_order", f"semantics={semantics}")
+SEMANTICS = ("keras3", "keras2_v1")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir) -> dict:
+    """Both semantics' runs from one multirun (conftest.run_batch): one parent process, not two."""
+    recs = run_batch([["scenario=weights_order", f"semantics={s}"] for s in SEMANTICS],
+                     tmp_path_factory.mktemp("weights_order") / "results", cache_dir)
+    return dict(zip(SEMANTICS, recs))
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+def test_weights_order_record(runs, semantics):
+    rec = runs[semantics]
     assert rec["status"] == "ok", rec["error"]
     assert rec["order_by_name"] == CANONICAL and rec["order_by_value"] == CANONICAL
     assert rec["order_by_name_ok"] == 1 and rec["order_by_value_ok"] == 1
