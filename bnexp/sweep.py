@@ -169,6 +169,7 @@ def main(argv: list[str]) -> int:
     print(f"bnexp sweep {sweep['name']}: {done_before} of {len(points)} runs current; running {len(pending)} in "
           f"scenarios {todo}; results in {store.root} (log: {log_path})", flush=True)
     start = time.time()
+    load = LoadSampler()
     bar = tqdm(total=len(points), initial=done_before, unit="run", dynamic_ncols=True)
     proc = None
     try:
@@ -189,7 +190,7 @@ def main(argv: list[str]) -> int:
                     print(f"\nbnexp: the multirun exited {proc.returncode}; see {log_path}", file=sys.stderr)
         bar.close()
         if pending:  # a sweep that ran nothing measured nothing: keep the last measurement
-            _write_meta(store, sweep["name"], points, done_before, start, extra)
+            _write_meta(store, sweep["name"], points, done_before, start, extra, load.summary())
         return _summary(store, points, time.time() - start, sweep["name"], pending)
     except KeyboardInterrupt:
         _stop(proc)
@@ -240,8 +241,33 @@ def _check_tree(sweep: dict, allow_dirty: str) -> None:
                         "say so at its top)")
 
 
-def _write_meta(store: Store, name: str, points, already_done: int, start: float, extra: list[str]) -> None:
-    """Wall time of this sweep, for the report's environment section."""
+class LoadSampler:
+    """The machine's 1-minute load average, sampled every `every` s while a sweep runs: a sweep's wall time says
+    little without how busy the cores were (2 jobs on 2 otherwise idle cores load them to about 2)."""
+
+    def __init__(self, every: float = 30.0):
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._every = every
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(self._every)
+
+    def summary(self) -> dict:
+        self._stop.set()
+        if not self.samples:
+            return {}
+        return {"load_mean": round(sum(self.samples) / len(self.samples), 2), "load_max": round(max(self.samples), 2)}
+
+
+def _write_meta(store: Store, name: str, points, already_done: int, start: float, extra: list[str],
+                load: dict | None = None) -> None:
+    """Wall time of this sweep (and the machine's load meanwhile), for the report's environment section."""
     from datetime import datetime, timezone
 
     launcher = next((e.split("=", 1)[1] for e in extra if e.startswith("hydra/launcher=")), "local")
@@ -249,7 +275,7 @@ def _write_meta(store: Store, name: str, points, already_done: int, start: float
             "jobs": os.environ.get("BNEXP_JOBS", "2") if launcher == "local" else launcher,
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "git_commit": provenance.git_commit()}
+            "git_commit": provenance.git_commit(), **(load or {})}
     folder = store.root / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
     atomic.write_text(folder / f"{name}.json", json.dumps({**(manifest.read(store.root, name) or {}), **meta}, indent=1))

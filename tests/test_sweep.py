@@ -240,3 +240,15 @@ def test_a_sweeps_log_holds_each_line_as_soon_as_it_is_printed(tmp_path, monkeyp
         for proc in procs:
             proc.kill()
         worker.join(timeout=30)
+
+
+def test_load_sampler_summarises_the_load_average_while_a_sweep_runs():
+    from bnexp import sweep
+
+    sampler = sweep.LoadSampler(every=0.01)
+    time.sleep(0.1)
+    got = sampler.summary()
+    assert len(sampler.samples) >= 2 and 0 <= got["load_mean"] <= got["load_max"]
+    n = len(sampler.samples)
+    time.sleep(0.05)
+    assert len(sampler.samples) <= n + 1  # stopped by summary()
