@@ -257,18 +257,18 @@ def report(argv: list[str]) -> None:
 
 
 def list_all() -> None:
-    from bnexp.config_check import scenario_configs
+    from bnexp import scenario_spec
     from bnexp.names import DATASETS, MODELS, NORMS, SEMANTICS
 
-    scenarios = scenario_configs()
+    scenarios = scenario_spec.scenarios()  # every scenario file checked: a malformed one is one line here
     width = max(map(len, scenarios)) + 1
     print("scenarios (scenario=NAME):")
-    for name, node in scenarios.items():
-        print(f"  {name:<{width}} claims {', '.join(node.get('claims', [])):<20} semantics {', '.join(node.get('semantics', []))}")
+    for name, spec in scenarios.items():
+        print(f"  {name:<{width}} claims {', '.join(spec.claims):<20} semantics {', '.join(spec.semantics)}")
     print("claims (source: the claim in our words; full texts in the report):")
-    texts = {claim: spec for node in scenarios.values() for claim, spec in (node.get("claim_text") or {}).items()}
+    texts = scenario_spec.claim_texts()
     for claim in sorted(texts, key=lambda c: (c[0], int(c[1:]) if c[1:].isdigit() else 0)):
-        print(f"  {claim:<4} {texts[claim].get('source', '')}: {texts[claim].get('text', '')}")
+        print(f"  {claim:<4} {texts[claim].source}: {texts[claim].text}")
     for title, table in (("datasets (data=NAME)", DATASETS), ("models (model=NAME)", MODELS),
                          ("norms (norm=NAME)", NORMS), ("semantics (semantics=NAME)", SEMANTICS)):
         print(f"{title}:")

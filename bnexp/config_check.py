@@ -20,17 +20,28 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from bnexp import CONFIG_DIR, backends, network
+from bnexp import CONFIG_DIR, backends, network, scenario_spec
 from bnexp.errors import UserError
-from bnexp.names import (DATASET_SIZES, DATASETS, DEVICES, FLAG_STYLES, MODELS, NORMS, OPTIMIZERS, SCALINGS,
-                         SEMANTICS, SHIFTS)
+from bnexp.names import (
+    DATASET_SIZES,
+    DATASETS,
+    DEVICES,
+    FLAG_STYLES,
+    MODELS,
+    NORMS,
+    OPTIMIZERS,
+    SCALINGS,
+    SEMANTICS,
+    SHIFTS,
+)
 
 GROUPS = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
 _ABSENT = object()
 
 # Every number a run computes with becomes a float32 tensor or an int32/int64 count inside TensorFlow.
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max: a larger value becomes inf
-FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny: a smaller nonzero value loses precision or becomes 0
+# numpy.finfo(numpy.float32).tiny: a smaller nonzero value loses precision or becomes 0
+FLOAT32_TINY = 1.1754943508222875e-38
 WHOLE_MAX = 2**31 - 1  # the largest int32: step counts, sizes and seeds above it overflow TensorFlow's int32 counters
 SEED_MAX = 2**31 - 1  # NumPy seeds must be < 2**32 and runs derive seeds up to seed + 20000
 # A run draws its training (and precise-BN) batches as one table of sample indices up front, 8 bytes each
@@ -42,11 +53,8 @@ EPSILON_MAX = 1.0
 
 
 def scenario_configs() -> dict[str, dict]:
-    """Every scenario config: name -> its `scenario` node (claims, semantics, allowed, verdict rules, ...)."""
-    from omegaconf import OmegaConf
-
-    return {f.stem: OmegaConf.to_container(OmegaConf.load(f)).get("scenario", {})
-            for f in sorted((CONFIG_DIR / "scenario").glob("*.yaml"))}
+    """Every scenario config: name -> its `scenario` node as written, checked (bnexp.scenario_spec reads them)."""
+    return scenario_spec.nodes()
 
 
 def check_environment() -> None:
@@ -81,7 +89,8 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """A config group's options (a file starting with `_` is a template, not an option)."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if not p.name.startswith("_"))
 
 
 def _hint(word: str, known) -> str:
@@ -407,6 +416,14 @@ def _available(cfg: dict) -> None:
         check_dataset(key, name, raw_dir, cfg["data"].get("tfds_data_dir"), cfg["paths"]["cache_dir"])
 
 
+def _factors(cfg: dict, scenario: scenario_spec.Scenario) -> None:
+    """The rules' and figures' factors are settings of this config or declared columns (a misspelt `where`
+    key would select no rows)."""
+    from bnexp.store import flatten, identity
+
+    scenario_spec.check_factors(scenario, set(flatten(identity(cfg))))
+
+
 # `scenario.allowed` rules: a list of values, or a mapping {min, max, above, below, integer, also, multiple_of};
 # either can hold only for some settings: {when: {key: value or [values]}, values: <rule>}.
 def _describe(rule) -> str:
@@ -450,9 +467,9 @@ def _fits(value, rule, cfg: dict) -> bool:
     return True
 
 
-def _allowed(cfg: dict, scenario: dict) -> None:
-    name = scenario["name"]
-    for key, rule in (scenario.get("allowed") or {}).items():
+def _allowed(cfg: dict, scenario: scenario_spec.Scenario) -> None:
+    name = scenario.name
+    for key, rule in scenario.allowed.items():
         context = ""
         if isinstance(rule, dict) and "when" in rule:
             when = {k: v if isinstance(v, list) else [v] for k, v in rule["when"].items()}
@@ -472,16 +489,16 @@ def _allowed(cfg: dict, scenario: dict) -> None:
 
 def validate(cfg: dict) -> None:
     """Raise UserError on the first thing wrong with a resolved run config (a plain dict)."""
-    scenario = cfg.get("scenario") or {}
-    name = scenario.get("name")
+    name = (cfg.get("scenario") or {}).get("name")
     if not name or importlib.util.find_spec(f"experiments.{name}") is None:
         raise UserError(f"scenario {name!r} has no protocol module experiments/{name}.py")
+    scenario = scenario_spec.get(name)  # every scenario file checked once, before anything runs
     _finite_and_not_empty({k: v for k, v in cfg.items() if k not in ("hydra", "scenario", "sweep")})
     _choice(cfg.get("semantics"), list(SEMANTICS), "semantics")
-    allowed = scenario.get("semantics")
-    if allowed and cfg["semantics"] not in allowed:
-        raise UserError(f"scenario {name} runs under semantics {', '.join(allowed)} only, "
+    if cfg["semantics"] not in scenario.semantics:
+        raise UserError(f"scenario {name} runs under semantics {', '.join(scenario.semantics)} only, "
                         f"not {cfg['semantics']!r}")
+    _factors(cfg, scenario)
     _choice(cfg.get("device"), DEVICES, "device")
     _choice(cfg.get("norm"), list(NORMS), "norm")
     data, model, train = cfg.get("data", {}), cfg.get("model", {}), cfg.get("train", {})

@@ -20,7 +20,6 @@ xlabel. paired: metrics (the conditions, in order), difference ([a, b]). marks: 
 from __future__ import annotations
 
 import math
-import numbers
 import textwrap
 from pathlib import Path
 
@@ -31,50 +30,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bnexp import scenario_spec  # noqa: E402
 from bnexp.atomic import atomic_open  # noqa: E402
-from bnexp.errors import UserError  # noqa: E402
-from bnexp.verdicts import t_half_width  # noqa: E402
+from bnexp.values import mean_half, select, sort_key  # noqa: E402
+from bnexp.values import value_label as label  # noqa: E402
 
-REQUIRED = {"heatmap": ("x",), "bars": ("x",), "lines": ("x",), "curve": ("columns",), "paired": ("metrics",),
-            "marks": ("rows", "metrics")}
-
-
-# ---- values, order, selection ------------------------------------------------------------------------------
-
-def _is_null(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
-
-
-def label(v) -> str:
-    """How a factor value reads on a figure: null, false, true, 32, 0.001, bn."""
-    if _is_null(v):
-        return "null"
-    if isinstance(v, (bool, np.bool_)):
-        return "true" if v else "false"
-    if isinstance(v, numbers.Integral):
-        return str(int(v))
-    if isinstance(v, numbers.Real):
-        return str(int(v)) if float(v).is_integer() else f"{float(v):g}"
-    return str(v)
-
-
-def _sort_key(v):
-    """null < false < true < numbers (by value) < text (alphabetical): never a string sort of numbers."""
-    if _is_null(v):
-        return (0, 0.0, "")
-    if isinstance(v, (bool, np.bool_)):
-        return (1, float(v), "")
-    if isinstance(v, numbers.Real):
-        return (2, float(v), "")
-    return (3, 0.0, str(v))
-
+# ---- values, order, selection (bnexp.values: the same as the verdicts') ----------------------------------------
 
 def levels(series: pd.Series, order: list | None = None) -> list:
     """The distinct values of a factor column in display order (one entry for null, however it is stored)."""
     seen: dict[str, object] = {}
     for v in series.tolist():
         seen.setdefault(label(v), v)
-    values = sorted(seen.values(), key=_sort_key)
+    values = sorted(seen.values(), key=sort_key)
     if order:
         rank = {label(o): i for i, o in enumerate(order)}
         values.sort(key=lambda v: rank.get(label(v), len(rank)))
@@ -87,28 +55,14 @@ def _keys(df: pd.DataFrame, factors: list[str]) -> pd.Series:
                      dtype=object) if factors else pd.Series([()] * len(df), index=df.index, dtype=object)
 
 
-def select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
-    """Rows whose factors take the given value (or one of a list); null selects null, not false."""
-    for key, value in (where or {}).items():
-        if key not in df:
-            return df.iloc[0:0]
-        wanted = {label(v) for v in (value if isinstance(value, (list, tuple)) else [value])}
-        df = df[df[key].map(label).isin(wanted)]
-    return df
-
-
 def values(df: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(df[column], errors="coerce")
 
 
 def mean_ci(v) -> tuple[float, float]:
     """Mean and 95% Student-t half-width over seeds; half-width NaN (no bar drawn) with fewer than two values."""
-    v = np.asarray(pd.to_numeric(pd.Series(v), errors="coerce").dropna(), float)
-    if len(v) == 0:
-        return math.nan, math.nan
-    if len(v) == 1:
-        return float(v[0]), math.nan
-    return float(v.mean()), t_half_width(v)
+    m, half = mean_half(v)
+    return m, half if math.isfinite(half) else math.nan
 
 
 def _columns(spec: dict) -> list[str]:
@@ -371,17 +325,8 @@ KINDS = {"heatmap": heatmap, "bars": bars, "lines": lines, "curve": curve, "pair
 # ---- dispatch -----------------------------------------------------------------------------------------------
 
 def check_spec(scenario: str, spec: dict) -> None:
-    """One clear line for a figure spec that cannot be drawn (unknown kind, missing key)."""
-    where = f"scenario {scenario}: figure {spec.get('file', '?')}"
-    if spec.get("kind") not in KINDS:
-        raise UserError(f"{where}: kind={spec.get('kind')!r}; valid: {', '.join(KINDS)}")
-    missing = [k for k in ("file",) + REQUIRED[spec["kind"]] if not spec.get(k)]
-    if spec["kind"] in ("bars", "lines") and not spec.get("metrics") and not spec.get("y"):
-        missing.append("metrics or y")
-    if spec["kind"] == "heatmap" and not spec.get("metrics") and not (spec.get("rows") and spec.get("value")):
-        missing.append("metrics or rows + value")
-    if missing:
-        raise UserError(f"{where}: missing {', '.join(missing)}")
+    """One clear line for a figure spec that cannot be drawn (bnexp.scenario_spec.check_figure)."""
+    scenario_spec.check_figure(f"scenario {scenario}", spec)
 
 
 def draw(scenario: str, table: pd.DataFrame, folder: str | Path, specs: list[dict] | None = None
@@ -389,9 +334,7 @@ def draw(scenario: str, table: pd.DataFrame, folder: str | Path, specs: list[dic
     """Draw the scenario's figures (its YAML `figures:` unless `specs` is given) from its records;
     return [(png path, caption)]. A figure whose columns or rows are absent (a partial sweep) is skipped."""
     if specs is None:
-        from bnexp.config_check import scenario_configs
-
-        specs = scenario_configs().get(scenario, {}).get("figures") or []
+        specs = scenario_spec.get(scenario).figures
     folder = Path(folder)
     ok = (table[table["status"] == "ok"] if "status" in table else table).reset_index(drop=True)
     out = []

@@ -72,84 +72,18 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from bnexp.scenario_spec import COMBINE, ROLES, check_rule  # noqa: F401 (the rule grammar is checked there)
+from bnexp.values import as_list as _as_list
+from bnexp.values import labels, matches, mean_ci, select, sort_key, t95, value_key, value_label  # noqa: F401
 
 CLAIM_SEEDS = 5    # what CLAIMS.md asks of the reference
 MIN_SEEDS = CLAIM_SEEDS  # the fewest seeds a group needs for a verdict (`min_seeds` overrides it per rule)
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive", "precondition not met")
-COMBINE = ("all", "any", "primary")
-ROLES = ("evidence", "precondition")
-
-
-def t95(dof: int) -> float:
-    """Two-sided 95% Student-t quantile."""
-    return float(stats.t.ppf(0.975, dof)) if dof > 0 else math.inf
-
-
-def mean_ci(values) -> tuple[float, float, float]:
-    """Mean and 95% CI (t interval) of independent values; (nan, nan, nan) when empty."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
-    m = float(v.mean())
-    if len(v) == 1:
-        return m, -math.inf, math.inf
-    half = t_half_width(v)
-    return m, m - half, m + half
-
-
-def t_half_width(v: np.ndarray) -> float:
-    """Half-width of the 95% Student-t interval of the mean of two or more values (figures draw it too)."""
-    return t95(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
-
-
-# --- factor values: null, false and true are three values, and 1 is not true --------------------------------
-
-def value_key(value) -> tuple:
-    """A hashable key that keeps None/NaN, booleans, numbers and strings apart (True != 1, None != False)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ("null",)
-    if isinstance(value, (bool, np.bool_)):
-        return ("bool", bool(value))
-    if isinstance(value, numbers.Number):
-        return ("num", float(value))
-    return ("str", str(value))
-
-
-def value_label(value) -> str:
-    """How a factor value is written: null, false, true, 10, 0.001, keras3."""
-    kind, *rest = value_key(value)
-    if kind == "null":
-        return "null"
-    if kind == "bool":
-        return "true" if rest[0] else "false"
-    if kind == "num":
-        return str(int(rest[0])) if float(rest[0]).is_integer() else f"{rest[0]:g}"
-    return rest[0]
-
-
-def labels(series: pd.Series) -> pd.Series:
-    """A factor column as labels (object dtype, never NaN): safe to group by and to count distinct values."""
-    return pd.Series([value_label(v) for v in series], index=series.index, dtype=object)
-
-
-def _matches(series: pd.Series, values) -> pd.Series:
-    values = values if isinstance(values, (list, tuple)) else [values]
-    wanted = {value_key(v) for v in values}
-    return pd.Series([value_key(v) in wanted for v in series], index=series.index, dtype=bool)
-
-
-def sort_key(label: str):
-    """Labels in reading order: numbers numerically, then words."""
-    try:
-        return (0, float(label), "")
-    except ValueError:
-        return (1, 0.0, label)
 
 
 # --- one rule -------------------------------------------------------------------------------------------------
@@ -233,12 +167,6 @@ class RuleResult:
         return f"{self.verdict}: {self.detail}" if self.detail else self.verdict
 
 
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def describe(rule: dict) -> str:
     """The rule in one line, printed next to the numbers."""
     metric = rule["metric"]
@@ -278,47 +206,9 @@ def describe(rule: dict) -> str:
     return text
 
 
-def check_rule(rule: dict, where: str = "") -> None:
-    """Raise ValueError, naming the rule, on a malformed rule (before any number is computed)."""
-    name = f"{where}rule {rule.get('claim')}/{rule.get('id', '?')}"
-    for key in ("claim", "metric", "compare", "threshold"):
-        if key not in rule:
-            raise ValueError(f"{name}: missing key {key!r}")
-    if rule["compare"] not in (">", "<"):
-        raise ValueError(f"{name}: compare must be '>' or '<', got {rule['compare']!r}")
-    if rule.get("margin") is not None and not float(rule["margin"]) > 0:
-        raise ValueError(f"{name}: margin must be a number > 0, got {rule['margin']!r}")
-    if rule.get("precondition_arm") not in (None, "a", "b"):
-        raise ValueError(f"{name}: precondition_arm must be 'a' or 'b', got {rule['precondition_arm']!r}")
-    if rule.get("precondition_arm") and not (rule.get("contrast") and rule.get("precondition")):
-        raise ValueError(f"{name}: precondition_arm needs a contrast and a precondition")
-    if rule.get("expect"):
-        if len(_as_list(rule.get("by"))) != 1:
-            raise ValueError(f"{name}: expect needs exactly one `by` factor")
-        bad = {v for v in rule["expect"].values() if v not in ("holds", "fails")}
-        if bad:
-            raise ValueError(f"{name}: expect values must be holds or fails, got {', '.join(map(str, bad))}")
-    if rule.get("baseline") is not None and (not rule.get("contrast") or not isinstance(rule["baseline"], dict)
-                                             or not rule["baseline"]):
-        raise ValueError(f"{name}: baseline needs a contrast and a non-empty mapping factor -> value")
-    if rule.get("reached") and not rule.get("contrast"):
-        raise ValueError(f"{name}: reached (censoring of a contrast) needs a contrast")
-    if rule.get("require") not in (None, "all"):
-        raise ValueError(f"{name}: require must be 'all', got {rule['require']!r}")
-    if rule.get("require") and not rule.get("by"):
-        raise ValueError(f"{name}: require: all needs `by` (groups to require)")
-    if rule.get("role", "evidence") not in ROLES:
-        raise ValueError(f"{name}: role must be one of {', '.join(ROLES)}, got {rule['role']!r}")
-
-
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
-    if "status" in df:
-        df = df[df["status"] == "ok"]
-    for key, value in (where or {}).items():
-        if key not in df:
-            return df.iloc[0:0]
-        df = df[_matches(df[key], value)]
-    return df
+    """The ok records among the rows `where` selects (bnexp.values.select: the figures select the same way)."""
+    return select(df[df["status"] == "ok"] if "status" in df else df, where)
 
 
 def _metric(df: pd.DataFrame, expr: str) -> pd.Series:
@@ -351,7 +241,7 @@ def _in_arm(df: pd.DataFrame, rule: dict) -> pd.Series:
     arm, c = rule.get("precondition_arm"), rule.get("contrast") or {}
     if not arm or c.get("factor") not in df:
         return pd.Series(True, index=df.index)
-    return _matches(df[c["factor"]], c[arm])
+    return matches(df[c["factor"]], c[arm])
 
 
 def per_seed(rows: pd.DataFrame, rule: dict) -> pd.Series:
@@ -366,14 +256,14 @@ def per_seed(rows: pd.DataFrame, rule: dict) -> pd.Series:
         return pd.Series(dtype=float)
     side = {}
     for name in ("a", "b"):
-        part = rows[_matches(rows[factor], contrast[name])]
+        part = rows[matches(rows[factor], contrast[name])]
         side[name] = _metric(part, rule["metric"]).groupby(part["seed"]).mean() if not part.empty \
             else pd.Series(dtype=float)
     diff = side["a"] - side["b"]
     if rule.get("reached"):  # a seed where neither arm reached the event tells nothing (both censored)
         reached = {}
         for name in ("a", "b"):
-            part = rows[_matches(rows[factor], contrast[name])]
+            part = rows[matches(rows[factor], contrast[name])]
             reached[name] = _metric(part, rule["reached"]).groupby(part["seed"]).max()
         both_censored = (reached["a"] == 0) & (reached["b"] == 0)
         diff = diff.drop(both_censored[both_censored].index, errors="ignore")
@@ -559,8 +449,8 @@ OUTCOME_OF = {"reproduced": "holds", "not reproduced": "fails", "inconclusive": 
 
 
 def _by_aspect(claim: str, rules: list[RuleResult], split: str) -> tuple:
-    """(verdict, detail, deciding rule, a holding rule or None) over aspects: each aspect's rules combined with `all`, then the aspects'
-    outcomes by the group rule (a depending aspect holds somewhere and fails somewhere)."""
+    """(verdict, detail, deciding rule, a holding rule or None) over aspects: each aspect's rules combined with
+    `all`, then the aspects' outcomes by the group rule (a depending aspect holds somewhere and fails somewhere)."""
     aspects: dict[str, list[RuleResult]] = {}
     for r in rules:
         aspects.setdefault(r.aspect or "the claim", []).append(r)
@@ -617,7 +507,8 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
     if how == "primary":
         chosen = [r for r in rules if r.label == primary or r.label.endswith(f"/{primary}")]
         if not chosen:
-            raise ValueError(f"claim {claim}: primary rule {primary!r} not found among {', '.join(r.label for r in rules)}")
+            raise ValueError(f"claim {claim}: primary rule {primary!r} not found among "
+                             f"{', '.join(r.label for r in rules)}")
         out.deciding = chosen[0]
         out.combine = f"primary: {chosen[0].label} decides; the other rules are supporting evidence"
     elif how == "all" and split and len({r.aspect for r in rules}) > 1:
@@ -630,8 +521,8 @@ def combine(claim: str, rules: list[RuleResult], how: str = "all", primary: str 
         kinds = [_kind(r.verdict) for r in rules]
         first = next(k for k in order if k in kinds)
         out.deciding = rules[kinds.index(first)]
-        out.combine = ("one rule" if len(rules) == 1 else
-                       f"all of {len(rules)} rules must hold" if how == "all" else f"any of {len(rules)} rules suffices")
+        out.combine = ("one rule" if len(rules) == 1 else f"all of {len(rules)} rules must hold" if how == "all"
+                       else f"any of {len(rules)} rules suffices")
         both = _conjunction(rules) if how == "all" else None
         if both:
             out.verdict, out.detail = both

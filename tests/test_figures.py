@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 from matplotlib.container import ErrorbarContainer
 from scipy import stats
 
@@ -16,7 +17,6 @@ from bnexp import figures
 from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
 from bnexp.store import identity
-from conftest import ROOT
 
 STEPS = [10, 100, 1000, 30, 300]  # string order would be 10, 100, 1000, 30, 300
 
@@ -41,7 +41,7 @@ def _close_figures():
 def test_levels_order_numbers_by_value_and_keep_null_false_true_apart():
     assert [figures.label(v) for v in figures.levels(pd.Series(STEPS))] == ["10", "30", "100", "300", "1000"]
     mixed = pd.Series([True, None, False, float("nan"), False], dtype=object)
-    assert [figures.label(v) for v in figures.levels(mixed)] == ["null", "false", "true"]
+    assert [figures.label(v) for v in figures.levels(mixed)] == ["false", "null", "true"]  # the verdicts' order
     # the pitfall this avoids: with pandas >= 3, astype(str) may turn None into NaN, merging null with others
     assert figures.select(pd.DataFrame({"f": mixed}), {"f": None}).index.tolist() == [1, 3]
     assert figures.select(pd.DataFrame({"f": mixed}), {"f": False}).index.tolist() == [2, 4]
@@ -63,11 +63,11 @@ def test_bars_keep_null_and_false_apart(tmp_path):
     df = _table("base.training", [None, False, True])
     fig = figures.bars(df, {"x": "base.training", "metrics": {"acc": "accuracy"}})
     ax = fig.axes[0]
-    assert _ticks(ax) == ["null", "false", "true"]
+    assert _ticks(ax) == ["false", "null", "true"]
     heights = [p.get_height() for p in ax.patches]
-    assert heights == pytest.approx([0.11, 0.21, 0.31])  # three groups, not null merged into false
+    assert heights == pytest.approx([0.21, 0.11, 0.31])  # three groups, not null merged into false
     as_csv = df.assign(**{"base.training": df["base.training"].map(lambda v: np.nan if v is None else v)})
-    assert _ticks(figures.bars(as_csv, {"x": "base.training", "y": "acc"}).axes[0]) == ["null", "false", "true"]
+    assert _ticks(figures.bars(as_csv, {"x": "base.training", "y": "acc"}).axes[0]) == ["false", "null", "true"]
 
 
 def test_lines_hue_panels_and_intervals():
@@ -119,8 +119,8 @@ def test_marks_count_seeds_per_indicator_and_say_null():
     df.loc[df["bn.training"].isna(), "other"] = np.nan
     fig = figures.marks(df, {"rows": "bn.training", "metrics": {"flag": "changed", "other": "x"}})
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["null", "false"]
-    assert [t.get_text() for t in ax.texts] == ["2/3", "n/a", "2/3", "0.50"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["false", "null"]
+    assert [t.get_text() for t in ax.texts] == ["2/3", "0.50", "2/3", "n/a"]
     assert not ax.patches and not ax.containers  # a table, not bars on an accuracy axis
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from bnexp.errors import UserError
 from bnexp.verdicts import combine, describe, evaluate, labels, mean_ci, t95
 
 RULE = {"claim": "C01", "metric": "gap_test", "compare": ">", "threshold": 0.05}
@@ -42,7 +43,8 @@ def test_each_outcome(values, verdict):
 
 
 def test_less_than_rule_and_strict_claims():
-    assert evaluate(records({0.99: [0.0, 0.001, 0.002, 0.0, 0.001]}), {**RULE, "compare": "<", "threshold": 0.01}).verdict == "reproduced"
+    below = {**RULE, "compare": "<", "threshold": 0.01}
+    assert evaluate(records({0.99: [0.0, 0.001, 0.002, 0.0, 0.001]}), below).verdict == "reproduced"
     # a claim of "> 0" measured exactly 0 in every seed is not reproduced (not left inconclusive)
     assert evaluate(records({0.99: [0.0] * 5}), {**RULE, "threshold": 0}).verdict == "not reproduced"
 
@@ -63,7 +65,8 @@ def test_where_selects_rows_and_seeds_count_once():
 
 
 def test_contrast_is_paired_by_seed():
-    df = records({"bn": [0.90, 0.80, 0.85, 0.88, 0.82], "none": [0.70, 0.60, 0.66, 0.68, 0.62]}, factor="norm", metric="acc")
+    df = records({"bn": [0.90, 0.80, 0.85, 0.88, 0.82], "none": [0.70, 0.60, 0.66, 0.68, 0.62]}, factor="norm",
+                 metric="acc")
     rule = {"claim": "C13", "metric": "acc", "contrast": {"factor": "norm", "a": "bn", "b": "none"},
             "compare": ">", "threshold": 0.0}
     v = evaluate(df, rule)
@@ -103,10 +106,13 @@ def test_per_factor_combinations_and_numeric_order():
     rows = []
     for b in (10, 100, 30):
         for s in ("unit", "raw"):
-            rows.append(records({b: SETTLED if (b, s) != (100, "raw") else AGAINST}, factor="train.batches").assign(**{"data.scaling": s}))
+            rows.append(records({b: SETTLED if (b, s) != (100, "raw") else AGAINST}, factor="train.batches")
+                        .assign(**{"data.scaling": s}))
     v = evaluate(pd.concat(rows), {**RULE, "by": ["train.batches", "data.scaling"]})
-    assert [g.label for g in v.groups][:2] == ["train.batches=10 & data.scaling=raw", "train.batches=10 & data.scaling=unit"]
-    assert [g.label.split(" & ")[0] for g in v.groups][::2] == ["train.batches=10", "train.batches=30", "train.batches=100"]
+    assert [g.label for g in v.groups][:2] == ["train.batches=10 & data.scaling=raw",
+                                               "train.batches=10 & data.scaling=unit"]
+    assert [g.label.split(" & ")[0] for g in v.groups][::2] == ["train.batches=10", "train.batches=30",
+                                                                "train.batches=100"]
     assert v.verdict == "depends on train.batches, data.scaling"
     assert "fails for train.batches=100 & data.scaling=raw" in v.detail
 
@@ -185,7 +191,7 @@ def test_precondition_of_one_contrast_arm_is_judged_per_run():
     assert v.verdict == "reproduced" and v.key.n_seeds == 5 and math.isclose(v.key.mean, 0.55)
     assert "(in the attach=true arm)" in describe(rule)
     assert evaluate(df.assign(conv=0.0), rule).verdict == "precondition not met"
-    with pytest.raises(ValueError, match="precondition_arm needs a contrast"):
+    with pytest.raises(UserError, match="precondition_arm needs a contrast"):
         evaluate(df, {**RULE, "precondition": "conv", "precondition_arm": "a"})
 
 
@@ -217,9 +223,9 @@ def test_expression_metrics():
 
 
 def test_malformed_rules_fail_with_the_rule_named():
-    with pytest.raises(ValueError, match="compare"):
+    with pytest.raises(UserError, match="compare"):
         evaluate(records({0.99: SETTLED}), {**RULE, "compare": ">="})
-    with pytest.raises(ValueError, match="expect needs exactly one `by`"):
+    with pytest.raises(UserError, match="expect needs exactly one `by`"):
         evaluate(records({0.99: SETTLED}), {**RULE, "expect": {"a": "holds"}})
 
 
@@ -277,7 +283,8 @@ def test_a_premise_judged_per_group_gates_only_its_groups():
     """R2 / C13 (issue #26): a premise is a per-group precondition, not evidence: where the shift costs nothing,
     the remedy's group is `precondition not met`, and the claim holds where the premise does."""
     premise = {**RULE, "id": "hurts", "role": "precondition", "by": "kind"}
-    gate = evaluate(records({"blur": SETTLED, "inversion": AGAINST, "noise": UNSETTLED}, factor="kind"), premise, "R2/hurts")
+    gate = evaluate(records({"blur": SETTLED, "inversion": AGAINST, "noise": UNSETTLED}, factor="kind"), premise,
+                    "R2/hurts")
     remedy = evaluate(records({"blur": SETTLED, "inversion": AGAINST, "noise": SETTLED}, factor="kind"),
                       {**RULE, "by": "kind"}, "R2.2")
     assert remedy.verdict == "depends on kind"  # on its own, the remedy "fails" for inversion
@@ -287,7 +294,8 @@ def test_a_premise_judged_per_group_gates_only_its_groups():
     assert [g.verdict for g in gated.groups] == ["reproduced", "precondition not met", "inconclusive"]
     assert gated.detail == "holds for blur; unsettled for noise; precondition not met for inversion"
     assert remedy.groups[1].verdict == "not reproduced"  # the rule itself is left as evaluated
-    gate = evaluate(records({"blur": SETTLED, "inversion": AGAINST, "noise": SETTLED}, factor="kind"), premise, "R2/hurts")
+    gate = evaluate(records({"blur": SETTLED, "inversion": AGAINST, "noise": SETTLED}, factor="kind"), premise,
+                    "R2/hurts")
     c = combine("R2", [gate, remedy])
     assert c.verdict == "depends on kind" and c.detail.endswith("precondition not met for inversion")
     unsure = evaluate(records({"blur": UNSETTLED, "inversion": UNSETTLED, "noise": UNSETTLED}, factor="kind"),
@@ -333,7 +341,8 @@ BASELINE_RULE = {"claim": "C11", "metric": "acc", "where": {"norm": "bn"},
 
 
 @pytest.mark.parametrize("bn_drop,none_drop,verdict", [
-    ([0.20, 0.21, 0.19, 0.20, 0.21], [-0.04, -0.05, -0.04, -0.04, -0.05], "reproduced"),  # BN drops 20 points, no norm gains 4
+    # BN drops 20 points, no norm gains 4
+    ([0.20, 0.21, 0.19, 0.20, 0.21], [-0.04, -0.05, -0.04, -0.04, -0.05], "reproduced"),
     ([-0.045, -0.05, -0.045, -0.045, -0.05], [-0.04, -0.05, -0.04, -0.04, -0.05], "not reproduced"),  # like the control
     ([0.10, -0.05, 0.01, 0.10, -0.05], [-0.04] * 5, "inconclusive"),
 ])
@@ -346,7 +355,8 @@ def test_baseline_subtracts_the_control_contrast_by_seed(bn_drop, none_drop, ver
     # the control's own drop alone would say the opposite of the raw BN contrast in the first case
     raw = evaluate(_batch_norm_records([0.03] * 5, [0.04, 0.05, 0.04, 0.04, 0.05]), {**BASELINE_RULE, "baseline": None})
     assert raw.verdict == "reproduced"
-    assert evaluate(_batch_norm_records([0.03] * 5, [0.04, 0.05, 0.04, 0.04, 0.05]), BASELINE_RULE).verdict == "not reproduced"
+    no_effect = _batch_norm_records([0.03] * 5, [0.04, 0.05, 0.04, 0.04, 0.05])
+    assert evaluate(no_effect, BASELINE_RULE).verdict == "not reproduced"
 
 
 def test_baseline_matches_by_factors_it_does_not_name():
@@ -386,13 +396,13 @@ def test_precondition_rule_gates_the_claim():
 
 
 def test_malformed_extensions_fail_with_the_rule_named():
-    with pytest.raises(ValueError, match="baseline needs a contrast"):
+    with pytest.raises(UserError, match="baseline needs a contrast"):
         evaluate(records({0.99: SETTLED}), {**RULE, "baseline": {"norm": "none"}})
-    with pytest.raises(ValueError, match="require must be 'all'"):
+    with pytest.raises(UserError, match="require must be 'all'"):
         evaluate(records({0.99: SETTLED}), {**RULE, "by": "bn.momentum", "require": "any"})
-    with pytest.raises(ValueError, match="require: all needs `by`"):
+    with pytest.raises(UserError, match="require: all needs `by`"):
         evaluate(records({0.99: SETTLED}), {**RULE, "require": "all"})
-    with pytest.raises(ValueError, match="role must be"):
+    with pytest.raises(UserError, match="role must be"):
         evaluate(records({0.99: SETTLED}), {**RULE, "role": "gate"})
 
 
@@ -431,7 +441,7 @@ def test_both_censored_seeds_give_no_paired_difference():
     one_censored = df.copy()
     one_censored.loc[(one_censored.seed == 2) & (one_censored.norm == "bn"), ["steps", "reached"]] = [100, 1.0]
     assert evaluate(one_censored, {**rule, "reached": "reached"}).key.n_seeds == 6  # censored at 320: informative
-    with pytest.raises(ValueError, match="reached .* needs a contrast"):
+    with pytest.raises(UserError, match="reached .* needs a contrast"):
         evaluate(df, {**RULE, "reached": "reached"})
 
 

@@ -161,7 +161,8 @@ def test_kill_9_of_a_multirun_leaves_no_worker_behind(tmp_path, cache_dir):
     deadline = time.time() + 120
     while not records(results, "momentum") and time.time() < deadline:
         time.sleep(0.2)
-    workers_seen = [p for p in _processes_with(marker) if b"bnexp.toolkit.worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    workers_seen = [p for p in _processes_with(marker)
+                    if b"bnexp.toolkit.worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert workers_seen, "no warm worker was running"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
