@@ -6,8 +6,8 @@ import pytest
 from conftest import run_batch
 from rule_metrics import missing_rule_metrics
 
-from bnexp.toolkit import budget
 from bnexp.errors import UserError
+from bnexp.toolkit import budget
 
 DECOMPOSITION = ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc_test_batchstats",
                  "acc_test_moving", "gap_test", "steps", "fit_s", "steps_per_s", "train_samples", "samples_seen",

@@ -4,7 +4,6 @@ isolation of tf1 and keras3 runs."""
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, bnexp, records, run_batch
 
 

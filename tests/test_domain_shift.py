@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import run_batch
+from rule_metrics import missing_rule_metrics
 
 from bnexp.errors import UserError
 from bnexp.names import CORRUPTIONS, SEVERITIES
 from bnexp.toolkit import data
-from conftest import run_batch
-from rule_metrics import missing_rule_metrics
 
 SMALL = ["scenario=domain_shift", "data.test_size=600", "domain_shift.eval_samples=200",
          "domain_shift.adapt_samples=[1,16,400]", "domain_shift.adapt_batch_size=64"]

@@ -9,7 +9,6 @@ NumPy per semantics in test_probes.py.
 """
 
 import pytest
-
 from conftest import bnexp, run_batch
 
 # Tiny pretraining and stages on top of conftest's TINY sizes.

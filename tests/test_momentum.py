@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from conftest import TINY, bnexp, run_batch
 from rule_metrics import missing_rule_metrics
 

@@ -99,13 +99,13 @@ def differences(stored: dict, now: dict, exact: bool) -> dict:
             if (stored.get(k) != now.get(k) if exact else not within_tolerance(k, stored.get(k), now.get(k)))}
 
 
-def _run(name: str, results: Path, cache_dir: Path, **env) -> tuple[dict, dict]:
-    """(compared values, machine) of one tiny run of CONFIGS[name]."""
-    from conftest import TINY, bnexp, records
+def _run(names: list[str], results: Path, cache_dir: Path, **env) -> dict[str, tuple[dict, dict]]:
+    """{name: (compared values, machine)} of one tiny run of each CONFIGS[name], all from one multirun (one warm
+    worker per kind of semantics; test_workers proves a warm worker gives a fresh process' numbers bit for bit)."""
+    from conftest import run_batch
 
-    bnexp(["run", *TINY, *CONFIGS[name]], results / name, cache_dir, **env)
-    (record,) = records(results / name)
-    return _compared(record), machine_of(record)
+    found = run_batch([CONFIGS[name] for name in names], results, cache_dir, **env)
+    return {name: (_compared(record), machine_of(record)) for name, record in zip(names, found)}
 
 
 def _fixture() -> dict:
@@ -130,10 +130,15 @@ def test_fixture_covers_every_config():
     assert set(fixture["runs"]) == set(CONFIGS) and set(fixture["machine"]) == set(MACHINE)
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache_dir) -> dict[str, tuple[dict, dict]]:
+    return _run(list(CONFIGS), tmp_path_factory.mktemp("numbers") / "results", cache_dir)
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_run_id_and_numbers_match_the_stored_ones(name, tmp_path, cache_dir):
+def test_run_id_and_numbers_match_the_stored_ones(name, runs):
     fixture = _fixture()
-    stored, (now, machine) = fixture["runs"][name], _run(name, tmp_path, cache_dir)
+    stored, (now, machine) = fixture["runs"][name], runs[name]
     assert now["run_id"] == stored["run_id"], f"{name}: run id changed"
     same_machine = machine == fixture["machine"]
     changed = differences(stored, now, exact=same_machine)
@@ -145,7 +150,7 @@ def test_another_kernel_path_agrees_within_tolerance(tmp_path):
     """oneDNN capped at AVX2 stands in for another processor: frozen_base (the largest measured drift, its
     base pretrained on that path) differs from the fixture in the last digits and agrees within tolerance."""
     name, env = "frozen_base_subclass", KERNEL_PATHS["avx2"]
-    now, machine = _run(name, tmp_path / "results", tmp_path / "cache", **env)
+    [(now, machine)] = _run([name], tmp_path / "results", tmp_path / "cache", **env).values()
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in machine["onednn"]  # with whatever the environment sets too
     stored = _fixture()["runs"][name]
     assert not differences(stored, now, exact=False), differences(stored, now, exact=False)
@@ -160,8 +165,8 @@ def _spread() -> None:
         for path, env in KERNEL_PATHS.items():
             rel = noise = flips = 0.0
             other = []
-            for name in CONFIGS:
-                now, _ = _run(name, Path(tmp) / path, Path(tmp) / path / "cache", **env)  # own base cache
+            found = _run(list(CONFIGS), Path(tmp) / path / "results", Path(tmp) / path / "cache", **env)  # own cache
+            for name, (now, _) in found.items():
                 for k, (a, b) in differences(fixture["runs"][name], now, exact=True).items():
                     if not all(isinstance(v, float) for v in (a, b)):
                         other.append(f"{name}.{k}: {a!r} vs {b!r}")
@@ -181,7 +186,7 @@ if __name__ == "__main__":
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            found = {name: _run(name, Path(tmp) / "results", Path(tmp) / "cache") for name in CONFIGS}
+            found = _run(list(CONFIGS), Path(tmp) / "results", Path(tmp) / "cache")
         machines = {json.dumps(m, sort_keys=True) for _, m in found.values()}
         assert len(machines) == 1, machines
         fixture = {"machine": json.loads(machines.pop()), "runs": {name: v for name, (v, _) in found.items()}}

@@ -11,10 +11,9 @@ SMALL = ["scenario=trainable_after_compile", "trainable_after_compile.stage1_ste
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cache_dir) -> dict:
     """Every run this file asserts on: one multirun, one warm keras3 worker (conftest.run_batch)."""
-    stale, fresh, bn = run_batch([[*SMALL, "trainable_after_compile.recompile=false"],
-                                  [*SMALL, "trainable_after_compile.recompile=true"],
-                                  [*SMALL, "trainable_after_compile.target=bn", "trainable_after_compile.recompile=true"]],
-                                 tmp_path_factory.mktemp("tac") / "results", cache_dir)
+    configs = [[*SMALL, "trainable_after_compile.recompile=false"], [*SMALL, "trainable_after_compile.recompile=true"],
+               [*SMALL, "trainable_after_compile.target=bn", "trainable_after_compile.recompile=true"]]
+    stale, fresh, bn = run_batch(configs, tmp_path_factory.mktemp("tac") / "results", cache_dir)
     return {"stale": stale, "fresh": fresh, "bn": bn}
 
 

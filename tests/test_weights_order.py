@@ -1,7 +1,6 @@
 """The weights_order scenario end to end through the real CLI, at tiny size."""
 
 import pytest
-
 from conftest import run_batch
 from rule_metrics import missing_rule_metrics
 
