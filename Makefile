@@ -8,7 +8,7 @@ RESULTS ?= results/local
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data run sweep quick report test test-all bench clean
+.PHONY: help setup data run sweep quick report lint test test-all bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ quick: setup  ## the smoke grid (sweep=quick) and its report -> results/local/ (
 
 report: setup  ## rebuild the report of the runs in results/local/ (RESULTS=results: the reference runs)
 	$(BIN)/bnexp report paths.results_dir=$(RESULTS) $(ARGS)
+
+lint: setup  ## ruff over the whole project (rules: pyproject.toml [tool.ruff])
+	$(BIN)/ruff check .
 
 test: setup  ## the test suite without slow tests (< 10 min on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
