@@ -52,12 +52,13 @@ def bnexp(args: list[str], results: Path, cache_dir: Path, timeout: float = 300,
     return proc
 
 
-def run_batch(configs: list[list[str]], results: Path, cache_dir: Path, tiny: bool = True, timeout: float = 900,
-              **env) -> list[dict]:
+def run_batch(configs: list[list[str]], results: Path, cache_dir: Path, tiny: bool = True,
+              timeout_per_run: float = 300, **env) -> list[dict]:
     """The record of each config (conftest.TINY, then its overrides), all run by ONE `python -m bnexp run
     --multirun` through the bnexp_grids sweeper, the way `bnexp sweep` launches its runs: one parent process
     and one warm worker per kind of semantics serve every run, instead of a fresh interpreter and framework
-    import per run. Records come back in the order of `configs`, whatever their status (the test asserts it)."""
+    import per run. Records come back in the order of `configs`, whatever their status (the test asserts it);
+    the multirun may take `timeout_per_run` per config, what `bnexp` allows one run."""
     from bnexp import config_check
     from bnexp.store import run_id
 
@@ -71,7 +72,7 @@ def run_batch(configs: list[list[str]], results: Path, cache_dir: Path, tiny: bo
     jobs_file.parent.mkdir(parents=True, exist_ok=True)
     jobs_file.write_text(json.dumps({"jobs": jobs}))
     proc = bnexp(["run", "--multirun", "hydra/sweeper=bnexp_grids", f"hydra.sweeper.jobs_file={jobs_file}",
-                  "hydra/launcher=basic"], results, cache_dir, timeout=timeout, check=False, **env)
+                  "hydra/launcher=basic"], results, cache_dir, timeout=timeout_per_run * len(jobs), check=False, **env)
     out = []
     for job in jobs:
         path = results / "runs" / job["scenario"] / job["run_id"] / "metrics.json"

@@ -16,8 +16,8 @@ SMALL = [o for o in TINY if not o.startswith("train.batches=")]
 SWEEP = ["sweep", "sweep=quick", "scenarios=momentum", *SMALL]
 
 
-def _start_sweep(results, cache_dir):
-    return subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, f"paths.results_dir={results}"], cwd=ROOT,
+def _start_sweep(results, cache_dir, *extra):
+    return subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, *extra, f"paths.results_dir={results}"], cwd=ROOT,
                             env=bnexp_env(cache_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -30,8 +30,8 @@ def _assert_complete(results, n=4):
     assert leftovers == []
 
 
-def _kill_after_records(results, cache_dir, wanted: int, extra_delay: float):
-    proc = _start_sweep(results, cache_dir)
+def _kill_after_records(results, cache_dir, wanted: int, extra_delay: float, *extra):
+    proc = _start_sweep(results, cache_dir, *extra)
     deadline = time.time() + 240
     while len(records(results, "momentum")) < wanted and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -43,17 +43,18 @@ def _kill_after_records(results, cache_dir, wanted: int, extra_delay: float):
 
 def test_sweep_killed_midway_resumes_without_loss_or_duplicates(tmp_path, cache_dir):
     results = tmp_path / "r"
-    _kill_after_records(results, cache_dir, wanted=1, extra_delay=0)
+    short = "train.batches=4"  # 2 of the grid's runs, 4 steps each (the slow random-kill test below: all 4)
+    _kill_after_records(results, cache_dir, 1, 0, short)
     done_before = {r["run_id"]: r["started_at"] for r in records(results, "momentum")}
-    assert 1 <= len(done_before) < 4
-    out = bnexp(SWEEP, results, cache_dir).stdout
-    assert f"{len(done_before)} of 4 runs current; running {4 - len(done_before)} in scenarios momentum" in out
-    _assert_complete(results)
+    assert len(done_before) == 1
+    out = bnexp([*SWEEP, short], results, cache_dir).stdout
+    assert "1 of 2 runs current; running 1 in scenarios momentum" in out
+    _assert_complete(results, n=2)
     after = {r["run_id"]: r["started_at"] for r in records(results, "momentum")}
     assert all(after[k] == v for k, v in done_before.items())  # finished runs were not redone
     assert (results / "report.md").exists()
     meta = json.loads((results / "sweeps" / "quick.json").read_text())
-    assert meta["runs"] == 4 and meta["already_done"] == len(done_before) and meta["seconds"] > 0
+    assert meta["runs"] == 2 and meta["already_done"] == 1 and meta["seconds"] > 0
 
 
 @pytest.mark.slow
@@ -73,11 +74,10 @@ def test_sweep_killed_at_random_points(tmp_path, cache_dir, killer_seed):
 def test_sweep_with_a_failing_run_finishes_the_others_and_exits_nonzero(tmp_path, cache_dir):
     """Every run times out (train.timeout_s=1): each failure is recorded and the sweep still goes through
     every grid point, then lists the failures and exits 1."""
-    proc = bnexp([*SWEEP, "train.timeout_s=1"], tmp_path / "r",
-                 cache_dir, check=False)
+    proc = bnexp([*SWEEP, "train.batches=4", "train.timeout_s=1"], tmp_path / "r", cache_dir, check=False)
     assert proc.returncode == 1
     assert "failures:" in proc.stderr and "timeout" in proc.stderr
-    assert len(records(tmp_path / "r", "momentum")) == 4
+    assert len(records(tmp_path / "r", "momentum")) == 2  # both grid points (train.batches=4 leaves 2)
 
 
 def test_submitit_local_launcher_runs_two_jobs(tmp_path, cache_dir):
