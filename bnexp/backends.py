@@ -169,8 +169,8 @@ def list_lines(cache_dir: str | os.PathLike | None = None) -> list[str]:
              for name, text in BACKENDS.items()]
     cached = cached_releases(cache_dir)
     lines.append(f"  keras_version: null (installed: {installed_keras()}); cached releases: "
-                 f"{', '.join(cached) if cached else 'none'} (keras_version=3.x.y installs one; keras_version=nightly the "
-                 f"development build)")
+                 f"{', '.join(cached) if cached else 'none'} (keras_version=3.x.y installs one; keras_version=nightly "
+                 f"the development build)")
     return lines
 
 
@@ -217,7 +217,8 @@ def _dist_version(folder: Path, wanted: str, version: str) -> str:
 
 
 def _pip_failure(version: str, output: str, host: str) -> str:
-    """One line from pip's failure: a release the registry lacks (with the Keras 3 releases it has), or pip's last line."""
+    """One line from pip's failure: a release or nightly build the registry lacks (with those it has), or pip's
+    last line."""
     offered = re.search(r"\(from versions: ([^)]*)\)", output)
     if (offered or "No matching distribution" in output) and requirement(version).startswith("keras-nightly"):
         builds = [v.strip() for v in (offered.group(1).split(",") if offered else []) if DEV.match(v.strip())]

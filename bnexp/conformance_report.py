@@ -34,11 +34,9 @@ SCENARIO = "conformance"
 OUTCOMES = ("holds", "does not", "mixed", "cannot run", "n/a", "-")
 # Known upstream changes: (claim, first Keras release with the change, reference, what changed). A change
 # between two releases of the matrix cites the entries of its claim whose release lies in between.
+BUILD_FLAG = "a training= fixed while building a functional model takes precedence (on master, in no release)"
 UPSTREAM = [
-    ("C03", "3.16.0.dev0", "keras-team/keras#23364", "a training= fixed while building a functional model takes precedence"),
-    ("C04", "3.16.0.dev0", "keras-team/keras#23364", "a training= fixed while building a functional model takes precedence"),
-    ("C07", "3.16.0.dev0", "keras-team/keras#23364", "a training= fixed while building a functional model takes precedence"),
-    ("C15", "3.16.0.dev0", "keras-team/keras#23364", "a training= fixed while building a functional model takes precedence"),
+    *((claim, "3.16.0.dev0", "keras-team/keras#23364", BUILD_FLAG) for claim in ("C03", "C04", "C07", "C15")),
     ("C17", "3.14.0", "keras-team/keras#22104", "the JAX trainer reads trainable variables anew"),
     ("C20", "3.9.0", "keras-team/keras#20815", "masked moments broadcast over the feature axis"),
 ]
@@ -99,7 +97,8 @@ def judge(runs: pd.DataFrame, check: dict) -> tuple[str, str, str]:
     values = _values(ok, check["metric"]).dropna()
     if values.empty:
         return "cannot run", "cannot run", f"{check['metric']} not recorded"
-    passed = int((values > check["threshold"]).sum() if check["compare"] == ">" else (values < check["threshold"]).sum())
+    above = check["compare"] == ">"
+    passed = int((values > check["threshold"]).sum() if above else (values < check["threshold"]).sum())
     n = len(values)
     if passed == n:
         return "holds", f"holds ({n}/{n})" if n > 1 else "holds", ""
@@ -183,8 +182,8 @@ def heatmap(table: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(2.0 + 0.55 * len(cols), 1.6 + 0.32 * len(rows)))
     ax.imshow(codes, cmap=ListedColormap([COLOURS[o] for o in OUTCOMES]), vmin=-0.5, vmax=len(OUTCOMES) - 0.5,
               aspect="auto")
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
+    for i in range(len(rows)):
+        for j in range(len(cols)):
             ax.text(j, i, SHORT[OUTCOMES[codes[i, j]]], ha="center", va="center", fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_xticks(range(len(cols)), [f"{b}\n{_short(r)}" for b, r in cols], fontsize=7, rotation=90)

@@ -13,13 +13,13 @@ import sys
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, bnexp
 
 from bnexp import backends, report
 from bnexp.config_check import scenario_configs
 from bnexp.errors import UserError
-from bnexp.workers import child_env
 from bnexp.store import run_id
-from conftest import ROOT, bnexp
+from bnexp.workers import child_env
 
 
 def cfg(tmp_path, **over) -> dict:
@@ -330,7 +330,8 @@ def test_frameworks_sweep_has_backend_and_release_grids_of_the_same_scenario_and
     conformance = [p for p in points if p.scenario == "conformance"]
     seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "reference.yaml").read_text())["seeds"])
     assert len({p.worker for p in conformance}) == 21 and len(conformance) == 20 + seeds  # its seed 0 is shared
-    assert {dict(o.split("=", 1) for o in p.overrides)["seed"] for p in conformance if p.grid == "conformance@matrix"} == {"0"}
+    matrix = [p for p in conformance if p.grid == "conformance@matrix"]
+    assert {dict(o.split("=", 1) for o in p.overrides)["seed"] for p in matrix} == {"0"}
 
 
 def test_verdicts_use_the_default_setup_only():

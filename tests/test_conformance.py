@@ -11,11 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-
-from bnexp.errors import UserError
 from conftest import ROOT
 
-SIZES = SimpleNamespace(**yaml.safe_load((ROOT / "configs" / "scenario" / "conformance.yaml").read_text())["conformance"])
+from bnexp.errors import UserError
+
+SCENARIO = yaml.safe_load((ROOT / "configs" / "scenario" / "conformance.yaml").read_text())
+SIZES = SimpleNamespace(**SCENARIO["conformance"])
 SMALL = SimpleNamespace(**{**vars(SIZES), "c21_train": 1024, "c21_test": 512, "c21_epochs": 2})
 
 
@@ -91,8 +92,9 @@ def test_a_failing_probe_is_recorded_and_the_others_still_run(probes, fw, monkey
 
 @pytest.mark.slow
 def test_conformance_end_to_end_records_every_rule_and_check_metric(run_cli):
-    from bnexp import conformance_report
     from rule_metrics import missing_rule_metrics
+
+    from bnexp import conformance_report
 
     rec = run_cli("scenario=conformance", "conformance.c21_train=1024", "conformance.c21_epochs=2")
     assert rec["status"] == "ok", rec["error"]
