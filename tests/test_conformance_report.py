@@ -92,6 +92,7 @@ def test_section_writes_its_table_and_heatmap(tmp_path):
 
 def test_no_conformance_records_no_section(tmp_path):
     assert cr.section(pd.DataFrame([{"scenario": "momentum", "status": "ok"}]), tmp_path, CONFIGS) == ""
+    assert cr.section(pd.DataFrame(), tmp_path, CONFIGS) == ""  # a folder without records
     assert not (tmp_path / "figures").exists()
 
 
