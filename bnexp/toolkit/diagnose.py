@@ -322,12 +322,14 @@ def _value(variable) -> np.ndarray:
 # ---------------------------------------------------------------- which statistics BN normalises with
 
 
-def bn_modes(model, run) -> dict[str, dict]:
+def bn_modes(fw, model, run) -> dict[str, dict]:
     """Per BN layer (by name), as `run()` calls the model: the `training` value its call received, whether it
     normalised with the batch's statistics, and whether the call changed its moving statistics. Measured, not
     inferred: each BN call runs a second time with its moving mean moved by 10 standard deviations; an output
     that does not move came from batch statistics. Every moving statistic is restored afterwards. `run` must
-    execute eagerly."""
+    execute eagerly. The outputs are compared in TensorFlow, in float32 (a float64 NumPy copy of every BN output
+    twice per call was most of this probe's time on a large model; float32 resolves the 1e-5 relative test)."""
+    tf = fw.tf
     bns = batch_norm_layers(model)
     seen: dict[str, dict] = {}
 
@@ -337,12 +339,14 @@ def bn_modes(model, run) -> dict[str, dict]:
         saved = layer.moving_mean.numpy()
         spread = np.sqrt(np.maximum(layer.moving_variance.numpy(), 0) + float(layer.epsilon))
         layer.moving_mean.assign((saved + 10.0 * spread + 1.0).astype(saved.dtype))
-        moved = to_numpy(call(inputs, training=training, **kwargs), np.float64)
+        moved = tf.cast(call(inputs, training=training, **kwargs), tf.float32)
         layer.moving_mean.assign(saved)
-        base = to_numpy(out, np.float64)
-        diff = float(np.max(np.abs(moved - base))) if base.size else 0.0
+        base = tf.cast(out, tf.float32)
+        empty = int(tf.size(base)) == 0
+        diff = 0.0 if empty else float(tf.reduce_max(tf.abs(moved - base)))
+        top = 0.0 if empty else float(tf.reduce_max(tf.abs(base)))
         seen[layer.name] = {"received": None if training is None else bool(training),
-                            "batch_statistics": diff <= 1e-5 * (1.0 + float(np.max(np.abs(base), initial=0.0)))}
+                            "batch_statistics": diff <= 1e-5 * (1.0 + top)}
         return out
 
     with precise_bn.statistics_kept(model):
@@ -372,17 +376,18 @@ def entry_point_modes(fw, model, xs) -> dict[str, dict]:
     makes, model(x, training=True). An entry point that cannot run (evaluate on a model with several outputs) is
     left out."""
     keras = fw.keras
-    runs = {"predict": lambda: model.predict(xs, batch_size=len(xs), verbose=0),
+    predicted = []  # predict's output, evaluate's target (the BN probe returns every output unchanged)
+    runs = {"predict": lambda: predicted.append(np.asarray(model.predict(xs, batch_size=len(xs), verbose=0))),
             "call": lambda: model(xs),
             "fit": lambda: model(xs, training=True)}
     out = {}
     with eager(model):
         for name, run in runs.items():
-            out[name] = bn_modes(model, run)
+            out[name] = bn_modes(fw, model, run)
         try:
-            target = np.asarray(model.predict(xs, batch_size=len(xs), verbose=0))
+            target = predicted[0]
             model.compile(loss=keras.losses.MeanSquaredError(), run_eagerly=True)
-            out["evaluate"] = bn_modes(model, lambda: model.evaluate(xs, target, batch_size=len(xs), verbose=0))
+            out["evaluate"] = bn_modes(fw, model, lambda: model.evaluate(xs, target, batch_size=len(xs), verbose=0))
         except Exception:  # noqa: BLE001 - a model evaluate cannot run is checked through the others
             pass
     return {k: out[k] for k in ("predict", "evaluate", "call", "fit") if k in out}
@@ -440,6 +445,40 @@ def unfrozen(model, layer):
             item.trainable = was
 
 
+# ---------------------------------------------------------------- compiled forward passes
+
+
+def compiled(fw, model, training, sample_shape):
+    """model(x, training=training) as a tf.function traced once per mode with the batch axis left open, kept on
+    the model (probes.logits traces a second time for a last batch of another size, and a trace of a large model
+    costs seconds). Keyed by the BN layers' trainable flags too: a trace bakes them in."""
+    cache = model.__dict__.setdefault("_bnexp_doctor_fns", {})
+    key = (training, tuple(sample_shape), tuple(layer.trainable for layer in batch_norm_layers(model)))
+    if key not in cache:
+        tf = fw.tf
+        cache[key] = tf.function(lambda x: model(x, training=training),
+                                 input_signature=[tf.TensorSpec((None, *sample_shape), tf.float32)])
+    return cache[key]
+
+
+def logits(fw, model, x, training, batch_size: int, index=None) -> np.ndarray:
+    """The model's outputs on x[index] (all of x when None), in batches of `batch_size` in that order, called with
+    `training`; a training-mode pass leaves the moving statistics as they were. Batches are gathered one at a
+    time: no copy of the data."""
+    index = np.arange(len(x)) if index is None else index
+    fn = compiled(fw, model, training, x.shape[1:])
+    with precise_bn.statistics_kept(model) if training else contextlib.nullcontext():
+        return np.concatenate([to_numpy(fn(x[index[i:i + batch_size]])) for i in range(0, len(index), batch_size)])
+
+
+def batch_dependence(fw, model, xs, training) -> tuple[float, np.ndarray]:
+    """Max |logit| difference between each sample of `xs` predicted alone and inside the batch `xs`, and the
+    batch's logits."""
+    together = logits(fw, model, xs, training, len(xs))
+    alone = np.concatenate([logits(fw, model, xs[i:i + 1], training, 1) for i in range(len(xs))])
+    return float(np.max(np.abs(together - alone))), together
+
+
 # ---------------------------------------------------------------- population statistics (precise BN, R1)
 
 
@@ -448,19 +487,31 @@ VARIANCE_CONVENTION = ("biased: the mean over the calibration batches of each ba
                        "tf-keras' fused BN averages the unbiased one, m/(m-1) times larger")
 
 
-def population_stats(model, batches) -> precise_bn.Recompute:
+def population_stats(fw, model, batches) -> precise_bn.Recompute:
     """Precise BN's population statistics, with the model called as predict calls it (training=False: dropout and
     every other training-only layer in inference mode) and only BN layers forced to batch statistics (frozen ones
     included, for the pass). The biased variance convention (VARIANCE_CONVENTION). Moving statistics and
-    trainable flags are left exactly as they were."""
+    trainable flags are left exactly as they were.
+
+    One compiled pass per batch (a tf.function traced once, `batches` all of one shape): each BN input's
+    per-channel moments are computed in the graph, in float64, and only they leave it (eager calls moved
+    every BN input out as a float64 array: most of the doctor's time on a large model)."""
+    tf = fw.tf
     bns = batch_norm_layers(model)
-    sink: dict[int, list] = {i: [] for i in range(len(bns))}
+    traced: dict[int, list] = {}
 
     def record(i, call, inputs, training, **kwargs):
-        flat = to_numpy(inputs, np.float64).reshape(-1, inputs.shape[-1])
-        sink[i].append((flat.mean(0), flat.var(0), flat.shape[0]))
+        flat = tf.reshape(tf.cast(inputs, tf.float64), [-1, tf.shape(inputs)[-1]])
+        mean = tf.reduce_mean(flat, 0)
+        traced.setdefault(i, []).append((mean, tf.reduce_mean(tf.square(flat - mean), 0), tf.shape(flat)[0]))
         return call(inputs, training=True, **kwargs)
 
+    def moments(x):
+        traced.clear()
+        model(x, training=False)
+        return {str(i): rows for i, rows in traced.items()}  # each BN call: (mean, variance, values per channel)
+
+    sink: dict[int, list] = {i: [] for i in range(len(bns))}
     out = precise_bn.Recompute()
     trainable = [layer.trainable for layer in bns]
     with precise_bn.statistics_kept(model):
@@ -468,8 +519,10 @@ def population_stats(model, batches) -> precise_bn.Recompute:
             layer.trainable = True  # a frozen BN layer would otherwise ignore training=True
         try:
             with intercepted(bns, record):
+                step = tf.function(moments)
                 for batch in batches:
-                    model(batch, training=False)
+                    for i, rows in step(batch).items():
+                        sink[int(i)] += [(m.numpy(), v.numpy(), int(n)) for m, v, n in rows]
                     out.forward_passes += 1
         finally:
             for layer, was in zip(bns, trainable):
@@ -666,9 +719,9 @@ def _entry_point_checks(fw, model, x, bns, modes, findings, ok) -> None:
     xs = x[:DEPENDENCE_SAMPLES]
     inference = [e for e in ("predict", "evaluate", "call") if e in modes]
     with precise_bn.statistics_kept(model):
-        dep = {False: probes.batch_dependence(model, xs, training=False, batch_size=len(xs)),
-               None: probes.batch_dependence(model, xs, training=None, batch_size=len(xs))}
-        scale = max(1.0, float(np.mean(np.abs(probes.logits(model, xs, False, len(xs))))))
+        dep, together = batch_dependence(fw, model, xs, False)
+        dep = {False: dep, None: batch_dependence(fw, model, xs, None)[0]}
+        scale = max(1.0, float(np.mean(np.abs(together))))
     nodes = fixed_training_nodes(model)
     ancestry = bn_ancestry(model)
     sources: dict[tuple, dict] = {}
@@ -756,7 +809,7 @@ def _build_time_flag_checks(fw, model, x, modes, findings, ok) -> None:
         if not frozen:
             continue
         with unfrozen(model, layer):
-            latent = bn_modes(model, lambda: model(xs, training=True))
+            latent = bn_modes(fw, model, lambda: model(xs, training=True))
             would = [b for b in under if latent.get(b.name, {}).get("batch_statistics")]
             shift = step_shift(model, would, xs)
         if would:
@@ -885,10 +938,11 @@ def _load_for_copy(fw, request):
     return model, kept, dropped
 
 
-def _recalibrated_copy(fw, model, stats, request, xe, ye) -> dict:
+def _recalibrated_copy(fw, stats, request, x, held, y_held, before) -> dict:
     """Population statistics written into a copy of the original (compile settings and optimizer state kept where
-    Keras restores them), saved beside the report, reloaded, and judged on the held-out images (FIX_RULE). A copy
-    that is not recommended is deleted; without labels the copy is kept, unjudged."""
+    Keras restores them), saved beside the report, reloaded, and judged on the held-out images x[held] (FIX_RULE)
+    against `before`, which of them the original gets right. A copy that is not recommended is deleted; without
+    labels (y_held None) the copy is kept, unjudged."""
     target = Path(request["fix_path"])
     if target.resolve() == Path(request["model"]).resolve() or target.exists():
         raise UserError(f"fix=true would write {target}, which exists; bnexp doctor never overwrites a file: "
@@ -909,13 +963,11 @@ def _recalibrated_copy(fw, model, stats, request, xe, ye) -> dict:
                                                     "BN layers in training mode", "rule": FIX_RULE,
            "kept": ["the architecture and every weight, the BN moving statistics replaced", *kept],
            "dropped": dropped}
-    if xe is None:
+    if y_held is None:
         candidate.rename(target)
         return {**out, "status": "unjudged", "path": str(target)}
     reloaded = load_model(fw, str(candidate), request.get("custom_objects"), bool(request.get("trust_model")))
-    bs = int(request["batch_size"])
-    before = np.argmax(probes.logits(model, xe, False, bs), -1) == ye
-    after = np.argmax(probes.logits(reloaded, xe, False, bs), -1) == ye
+    after = np.argmax(logits(fw, reloaded, x, False, int(request["batch_size"]), held), -1) == y_held
     judged = paired_change(before, after)
     out.update(accuracy_before=float(np.mean(before)), accuracy_after=float(np.mean(after)), **judged)
     if judged["recommended"]:
@@ -957,25 +1009,26 @@ def diagnose(request: dict, fw=None) -> dict:
         calib, held = order[:half], order[half:]
     else:
         calib, held = order, order[:0]
-    xc = x[calib]
-    n_full = max(len(xc) // bs, 1)  # full batches only, so every batch has the same number of values per channel
-    batches = [xc[i * bs:(i + 1) * bs] for i in range(n_full)]
-    if len(batches[0]) < 2:
+    size = min(bs, len(calib))
+    n_full = max(len(calib) // bs, 1)  # full batches only, so every batch has the same number of values per channel
+    if size < 2:
         raise UserError(f"data={source}: {len(x)} samples are too few to estimate BN statistics (need at least 2, "
                         f"better hundreds)")
     report["data"] = {"source": source, "split": request["data"].get("split"), "samples": int(len(x)),
-                      "calibration": int(n_full * len(batches[0])), "held_out": int(len(held)),
+                      "calibration": int(n_full * size), "held_out": int(len(held)),
                       "labels": bool(labelled), "batch_size": bs, "input_shape": list(x.shape[1:])}
-    stats = population_stats(model, batches)
+    stats = population_stats(fw, model, (x[calib[i * size:(i + 1) * size]] for i in range(n_full)))
     by_name = {s.name: s for s in stats.layers}
 
-    accuracy = None
-    if labelled:
-        xe, ye = x[held], y[held]
-        with precise_bn.statistics_kept(model):
-            accuracy = {"moving": probes.accuracy(model, xe, ye, False, bs),
-                        "population": probes.accuracy_precise(model, xe, ye, stats, batch_size=bs),
-                        "batch": probes.accuracy(model, xe, ye, True, bs)}
+    accuracy, right = None, None
+    if labelled:  # the held-out images with the stored, the recomputed and each batch's own statistics
+        y_held = y[held]
+        with precise_bn.statistics_kept(model):  # a model that hard-codes training=True updates them in any pass
+            right = {"moving": np.argmax(logits(fw, model, x, False, bs, held), -1) == y_held}
+            with precise_bn.swapped(model, stats):
+                right["population"] = np.argmax(logits(fw, model, x, False, bs, held), -1) == y_held
+            right["batch"] = np.argmax(logits(fw, model, x, True, bs, held), -1) == y_held
+        accuracy = {k: float(np.mean(v)) for k, v in right.items()}
         report["accuracy"] = accuracy
 
     findings, ok = report["findings"], report["healthy"]
@@ -994,8 +1047,8 @@ def diagnose(request: dict, fw=None) -> dict:
     _frozen_bn_checks(model, bns, by_name, modes, findings, ok)
     _small_batch_checks(bns, by_name, request, findings, ok)
     if request.get("fix"):
-        report["fix"] = _recalibrated_copy(fw, model, stats, request, x[held] if labelled else None,
-                                           y[held] if labelled else None)
+        report["fix"] = _recalibrated_copy(fw, stats, request, x, held, y[held] if labelled else None,
+                                           right and right["moving"])
     return report
 
 
