@@ -251,7 +251,9 @@ def reference_seconds() -> list[dict]:
             by.setdefault(rec["scenario"], []).append(rec)
     rows = []
     for scenario, recs in sorted(by.items()):
-        median = lambda key: statistics.median(r.get(key) or 0.0 for r in recs)  # noqa: E731
+        def median(key, recs=recs):
+            return statistics.median(r.get(key) or 0.0 for r in recs)
+
         rows.append({"scenario": scenario, "runs": len(recs), "run_s": sum(r["wall_s"] for r in recs),
                      "wall_s": median("wall_s"), "fit_s": median("fit_s"), "precise_s": median("precise_s")})
     return rows
@@ -362,7 +364,8 @@ def _seconds_table(rows: list[dict], sweep: dict | None) -> list[str]:
 ROWS = {"1": ("| training-step overhead",), "2": ("| per-run fixed cost", "| warm worker peak RSS",
         "| fresh `python -m bnexp run`", "| child process start", "| after fit:"),
         "3": ("| quick-grid throughput", "| peak memory per worker"), "4": ("| precise BN,",),
-        "5": ("| whole reference grid",), "8": ("| precise BN's recording pass",), "7": ("| doctor on MobileNetV2", "| doctor `fix=true` on MobileNetV2")}
+        "5": ("| whole reference grid",), "8": ("| precise BN's recording pass",),
+        "7": ("| doctor on MobileNetV2", "| doctor `fix=true` on MobileNetV2")}
 
 
 def merged(new: str, old: str, rerun: set[str]) -> str:
@@ -382,7 +385,8 @@ def merged(new: str, old: str, rerun: set[str]) -> str:
     if "6" not in rerun and "## Where the reference sweep's seconds go" in old:
         tail = [""] + old[old.index("## Where the reference sweep's seconds go"):].rstrip().splitlines()
     when = re.search(r"^Measured (.+?) on ", old, re.M)
-    intro = lines[:head - 2] + ([f"Rows of measures not rerun are kept from the previous file (measured {when[1]}).", ""]
+    kept_note = f"Rows of measures not rerun are kept from the previous file (measured {when[1]})." if when else ""
+    intro = lines[:head - 2] + ([kept_note, ""]
                                 if when and set(ROWS) - rerun else [])
     return "\n".join(intro + lines[head - 2:head] + rows + tail) + "\n"
 
@@ -406,7 +410,8 @@ def _markdown(res: dict) -> str:
                      f"{w['ratio']:.2f} | <= 0.2 |")
     if "sweep" in res:
         s = res["sweep"]
-        lines.append(f"| quick-grid throughput, warm / fresh (every scenario, {s['warm']['runs']} runs in one multirun, "
+        lines.append(f"| quick-grid throughput, warm / fresh (every scenario, {s['warm']['runs']} runs in one "
+                     f"multirun, "
                      f"2 jobs; {s['warm']['runs_per_min']:.1f} vs {s['fresh']['runs_per_min']:.1f} runs/min) | "
                      f"{s['speedup']:.2f}x | >= 2.5x |")
     if "warm" in res:
@@ -430,7 +435,8 @@ def _markdown(res: dict) -> str:
         lines.append(f"| fresh `python -m bnexp run` to record written, 1 step, warm cache (median of "
                      f"{len(f['walls'])}) | {f['wall_median_s']:.1f} s | < 6 s |")
         if f["to_first_step_median_s"] is not None:
-            lines.append(f"| child process start to first training step (median) | {f['to_first_step_median_s']:.1f} s | |")
+            lines.append(f"| child process start to first training step (median) | "
+                         f"{f['to_first_step_median_s']:.1f} s | |")
             lines.append(f"| after fit: probes + precise BN (20 batches) + record (median) | "
                          f"{f['after_fit_probes_median_s']:.1f} s | |")
     if "sweep" in res:

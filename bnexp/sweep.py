@@ -32,8 +32,8 @@ from omegaconf import OmegaConf
 
 from bnexp import CONFIG_DIR, atomic, config_check, fingerprint, manifest, provenance
 from bnexp.errors import UserError
-from bnexp.workers import die_with_parent, worker_key
 from bnexp.store import Store, os_error_line, run_id
+from bnexp.workers import die_with_parent, worker_key
 
 
 @dataclass
@@ -76,7 +76,8 @@ def default_results_dir(sweep_name: str, extra: list[str]) -> list[str]:
     return extra if own is None else [*extra, f"paths.results_dir={own}"]
 
 
-def plan(sweep_name: str, scenarios: list[str] | None, extra: list[str]) -> tuple[dict, dict[str, list[str]], list[Point], str]:
+def plan(sweep_name: str, scenarios: list[str] | None,
+         extra: list[str]) -> tuple[dict, dict[str, list[str]], list[Point], str]:
     """(sweep config, per-scenario multirun overrides, every grid point with its run id, results folder),
     all validated."""
     if sweep_name not in manifest.sweep_names():
@@ -164,7 +165,8 @@ def main(argv: list[str]) -> int:
                                                      for s in dict.fromkeys(map(scenario_of, multirun))})
     pending = [p for p in points if state(store.get(p.scenario, p.run_id)) != "ok"]
     done_before = len(points) - len(pending)
-    log_path = store.root / ".hydra" / "sweep-logs" / f"{sweep['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    log_name = f"{sweep['name']}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    log_path = store.root / ".hydra" / "sweep-logs" / log_name
     todo = ", ".join(dict.fromkeys(p.scenario for p in pending)) or "none"
     print(f"bnexp sweep {sweep['name']}: {done_before} of {len(points)} runs current; running {len(pending)} in "
           f"scenarios {todo}; results in {store.root} (log: {log_path})", flush=True)
@@ -278,7 +280,8 @@ def _write_meta(store: Store, name: str, points, already_done: int, start: float
             "git_commit": provenance.git_commit(), **(load or {})}
     folder = store.root / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(folder / f"{name}.json", json.dumps({**(manifest.read(store.root, name) or {}), **meta}, indent=1))
+    planned = manifest.read(store.root, name) or {}
+    atomic.write_text(folder / f"{name}.json", json.dumps({**planned, **meta}, indent=1))
 
 
 def _summary(store: Store, points: list[Point], seconds: float, sweep_name: str,

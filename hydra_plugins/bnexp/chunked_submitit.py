@@ -19,8 +19,7 @@ from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import OmegaConf
 
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (BaseSubmititLauncher, LocalLauncher,
-                                                                    SlurmLauncher)
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher, LocalLauncher, SlurmLauncher
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,7 @@ class ChunkedSlurmLauncher(_Chunked, SlurmLauncher):
 
 # The plugin's own configs with these classes as targets, for configs/hydra/launcher/submitit_*.yaml.
 from hydra.core.config_store import ConfigStore  # noqa: E402
+
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf  # noqa: E402
 
 ConfigStore.instance().store(group="hydra/launcher", name="chunked_submitit_local", provider="bnexp",
