@@ -23,8 +23,9 @@ KEYS = ("acc_train_fit", "acc_train_eval", "acc_test_eval", "acc_train_batchstat
 
 
 # The runs of the end-to-end tests below, in this order: one multirun, one warm worker per kind of semantics
-# (conftest.run_batch). keras2_v1 with training=true comes after the default keras2_v1 run: it reads that base.
-RUNS = {"keras2_v1": [],
+# (conftest.run_batch), a base cache of their own. The first run pretrains its base (verbose=1: its log shows that
+# progress); keras2_v1 with training=true comes after it and reads that base from the cache.
+RUNS = {"keras2_v1": ["verbose=1"],
         "keras2_v1_training_true": ["base.training=true"],
         "keras3_stage2": ["semantics=keras3", "base.training=false", "transfer.stage2=true"],
         "tf_keras_stage2": ["semantics=tf_keras", "base.training=false", "transfer.stage2=true"],
@@ -34,10 +35,17 @@ RUNS = {"keras2_v1": [],
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, cache_dir) -> dict:
-    recs = run_batch([["scenario=frozen_base", *SMALL, *o] for o in RUNS.values()],
-                     tmp_path_factory.mktemp("frozen_base") / "results", cache_dir)
-    return dict(zip(RUNS, recs))
+def batch(tmp_path_factory) -> tuple:
+    """(results folder, {name: record}) of RUNS."""
+    results = tmp_path_factory.mktemp("frozen_base") / "results"
+    recs = run_batch([["scenario=frozen_base", *SMALL, *o] for o in RUNS.values()], results,
+                     tmp_path_factory.mktemp("frozen_base_cache"))
+    return results, dict(zip(RUNS, recs))
+
+
+@pytest.fixture(scope="module")
+def runs(batch) -> dict:
+    return batch[1]
 
 
 def test_keras2_v1_frozen_base_uses_batch_stats_in_fit_and_never_updates_them(runs):
@@ -192,13 +200,12 @@ def test_rules_judge_only_the_semantics_they_name():
     assert [g.outcome for g in evaluate(pd.DataFrame(rows), flag_rule).groups] == ["fails", "holds"]
 
 
-def test_pretraining_progress_is_labelled(tmp_path, cache_dir):
+def test_pretraining_progress_is_labelled(batch):
     """Issue #28: a first run's pretraining progress (verbose=1, in the run's log.txt) says it is the base's, not
     the run's fine-tuning."""
-    from conftest import TINY
-
-    results = tmp_path / "results"  # a cache of its own: a base pretrained by another test would be reused
-    bnexp(["run", *TINY, "scenario=frozen_base", *SMALL, "verbose=1"], results, tmp_path / "cache")
-    log = next(results.glob("runs/frozen_base/*/log.txt")).read_text()
+    results, recs = batch
+    rec = recs["keras2_v1"]
+    assert rec["base_cache_hit"] == 0.0  # the batch's own cache: this run pretrained the base
+    log = (results / "runs" / "frozen_base" / rec["run_id"] / "log.txt").read_text()
     assert "pretraining the base on the source task: 20 steps (once per semantics and seed, then cached)" in log
     assert log.index("pretraining the base") < log.index("fine-tuning on the target task: 4 steps")
