@@ -21,6 +21,7 @@ No framework import; matplotlib only for the figure.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -263,4 +264,5 @@ def section(df: pd.DataFrame, root: str | Path, configs: dict | None = None) -> 
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell: one line, no '|', no terminal colour codes (Keras' error messages carry some)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(text)).replace("|", "\\|").replace("\n", " ")

@@ -90,6 +90,11 @@ def test_section_writes_its_table_and_heatmap(tmp_path):
     assert "spmd_mode" in (tmp_path / "tables" / "conformance_matrix.md").read_text()
 
 
+def test_error_cells_are_one_plain_line():
+    assert cr._cell("ImportError: \x1b[1mThe torchvision package is necessary\x1b[0m a|b\nc") == (
+        "ImportError: The torchvision package is necessary a\\|b c")
+
+
 def test_no_conformance_records_no_section(tmp_path):
     assert cr.section(pd.DataFrame([{"scenario": "momentum", "status": "ok"}]), tmp_path, CONFIGS) == ""
     assert cr.section(pd.DataFrame(), tmp_path, CONFIGS) == ""  # a folder without records
