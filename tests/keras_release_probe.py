@@ -12,9 +12,8 @@ Prints one JSON line:
 
 import json
 
-import numpy as np
-
 import keras
+import numpy as np
 
 keras.utils.set_random_seed(0)
 x = np.random.rand(64, 8, 8, 1).astype("float32")

@@ -7,17 +7,16 @@ subprocesses that import this module (one interpreter holds one Keras flavour)."
 import json
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT, bnexp_env
 
 from bnexp.names import FLAG_STYLES, NORM_LAYERS, NORMS
 from bnexp.toolkit import models, precise_bn
 from bnexp.workers import child_env
-from conftest import ROOT, bnexp_env
 
 MODEL_NAMES = sorted(yaml.safe_load(p.read_text())["name"] for p in (ROOT / "configs" / "model").glob("*.yaml"))
 SHAPES = {"small_cnn": (28, 28, 1), "mlp": (28, 28, 1), "resnet_tiny": (32, 32, 3)}

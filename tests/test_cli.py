@@ -165,13 +165,15 @@ def test_full_disk_while_reporting_leaves_no_half_written_file(tmp_path, cache_d
     make = ("from bnexp.store import Store\ns = Store('RESULTS')\nfor i in range(3):\n"
             "    r = {'run_id': f'r{i}', 'scenario': 'momentum', 'status': 'ok', 'seed': i, 'semantics': 'keras3',"
             " 'acc_test_moving': 0.5, 'acc_test_batchstats': 0.6, 'gap_test': 0.1, 'bn.momentum': 0.9}\n"
-            "    s.commit(s.begin('momentum', r['run_id']), 'momentum', r['run_id'], r)\n").replace("RESULTS", str(results))
+            "    s.commit(s.begin('momentum', r['run_id']), 'momentum', r['run_id'], r)\n"
+            ).replace("RESULTS", str(results))
     (tmp_path / "make.py").write_text(make)
     env = f"BNEXP_CACHE={cache_dir} PYTHONPATH={ROOT}"
     cmd = (f"cd {ROOT} && {env} {sys.executable} {tmp_path / 'make.py'} && "
            f"dd if=/dev/zero of={results}/filler bs=1k count=1000 2>/dev/null; "
            f"{env} {sys.executable} -m bnexp report sweep=all paths.results_dir={results}; echo rc=$?; "
-           f"echo empty: $(find {results} -type f -empty); echo tmp: $(find {results} -name '*.tmp' -o -name '.*.tmp'); "
+           f"echo empty: $(find {results} -type f -empty); "
+           f"echo tmp: $(find {results} -name '*.tmp' -o -name '.*.tmp'); "
            f"test -e {results}/report.md && echo report.md: $(tail -c 40 {results}/report.md | tr -d '\\n')")
     proc = _in_small_tmpfs(cmd, results)
     out = proc.stdout.splitlines()

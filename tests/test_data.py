@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from bnexp.toolkit import data
 from bnexp.errors import DataUnavailable, UserError
+from bnexp.toolkit import data
 
 
 def _write_idx_dir(folder, n_train=20, n_test=10, gz=True):

@@ -56,14 +56,16 @@ def test_imports_are_read_from_every_form(tmp_path):
         (tmp_path / name).write_text("")
     (tmp_path / "bnexp/toolkit/a.py").write_text(
         "import numpy\nfrom . import b\nfrom ..errors import X\ndef f():\n    import bnexp.toolkit.c\n")
-    found = {p.relative_to(tmp_path).as_posix() for p in fingerprint.closure([tmp_path / "bnexp/toolkit/a.py"], tmp_path)}
+    closure = fingerprint.closure([tmp_path / "bnexp/toolkit/a.py"], tmp_path)
+    found = {p.relative_to(tmp_path).as_posix() for p in closure}
     assert found == {"bnexp/__init__.py", "bnexp/toolkit/__init__.py", "bnexp/toolkit/a.py", "bnexp/toolkit/b.py",
                      "bnexp/toolkit/c.py", "bnexp/errors.py"}
 
 
 def test_committed_records_count_as_done_and_runs_win_over_them(tmp_path):
-    from bnexp.report import write_records
     import pandas as pd
+
+    from bnexp.report import write_records
 
     rec = {"scenario": "momentum", "run_id": "abc", "status": "ok", "fingerprint": fingerprint.of("momentum"),
            "acc_test_moving": 0.5}

@@ -24,7 +24,8 @@ def test_momentum_record_has_the_decomposition(runs):
     assert rec["status"] == "ok", rec["error"]
     for key in ("acc_train_fit", "acc_train_batchstats", "acc_train_moving", "acc_test_batchstats",
                 "acc_test_moving", "acc_test_precise", "gap_test", "steps", "wall_s", "run_id", "claims",
-                "semantics", "dataset", "device", "cpu", "onednn", "git_commit", "git_clean", "tensorflow", "keras", "momentum_used",
+                "semantics", "dataset", "device", "cpu", "onednn", "git_commit", "git_clean", "tensorflow", "keras",
+                "momentum_used",
                 "recorded_steps", "replay_check.mean_err", "last_batch.var_rel_err"):
         assert key in rec, key
     assert rec["steps"] == rec["recorded_steps"] == 4

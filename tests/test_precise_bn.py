@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, bnexp_env
 
 from bnexp.toolkit import precise_bn, precise_curve, probes
 from bnexp.workers import child_env
-from conftest import ROOT, bnexp_env
 
 BATCHES, BATCH = 5, 8
 

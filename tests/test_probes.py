@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from bnexp.workers import child_env
-from bnexp.toolkit import precise_bn, probes
 from conftest import ROOT, bnexp_env
+
+from bnexp.toolkit import precise_bn, probes
+from bnexp.workers import child_env
 
 
 @pytest.fixture

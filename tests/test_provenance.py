@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_report import _fixture_store
 
 from bnexp import fingerprint, provenance, report, sweep
 from bnexp.errors import UserError
-from test_report import _fixture_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

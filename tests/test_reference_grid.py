@@ -1,5 +1,6 @@
 """The reference sweep can judge every verdict rule: each value a rule's `where` names is a value of that
-key in the scenario's reference grids (configs/sweep/reference.yaml: its grid and its `@label` grids) or, for a key the grid leaves alone,
+key in the scenario's reference grids (configs/sweep/reference.yaml: its grid and its `@label` grids) or, for a
+key a grid leaves alone,
 the scenario's default. A rule whose `where` matches no run of the sweep would be judged on nothing."""
 
 import pytest

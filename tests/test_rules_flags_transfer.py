@@ -10,9 +10,9 @@ import re
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT
 
 from bnexp.verdicts import evaluate
-from conftest import ROOT
 
 SCENARIOS = ("training_flag", "frozen_base", "weights_order", "checkpoint")
 

@@ -12,9 +12,9 @@ import re
 import pandas as pd
 import pytest
 import yaml
-
-from bnexp.verdicts import combine, evaluate
 from conftest import ROOT
+
+from bnexp.verdicts import evaluate
 
 SEEDS = range(5)
 SCENARIOS = sorted(p.stem for p in (ROOT / "configs" / "scenario").glob("*.yaml")
@@ -68,11 +68,13 @@ def synthetic(rule: dict, value_of) -> pd.DataFrame:
             value = value_of(label, seed)
             sides = [({c["factor"]: c["a"]}, value), ({c["factor"]: c["b"]}, 0.0)] if c else [({}, value)]
             if rule.get("precondition") == cols[0] and rule.get("precondition_arm") == "a":
-                sides = [({c["factor"]: c["a"]}, 1.0), ({c["factor"]: c["b"]}, 1.0 - value)]  # the premise is the metric
+                # the premise is the metric
+                sides = [({c["factor"]: c["a"]}, 1.0), ({c["factor"]: c["b"]}, 1.0 - value)]
             for extra, v in sides:
                 rows.append({"status": "ok", "seed": seed, **base, **group, **extra,
                              **({rule["precondition"]: 1.0} if rule.get("precondition") else {}), cols[0]: v,
-                             **{col: 0.0 for col in cols[1:]}, **({rule["reached"]: 1.0} if rule.get("reached") else {})})
+                             **{col: 0.0 for col in cols[1:]},
+                             **({rule["reached"]: 1.0} if rule.get("reached") else {})})
                 if rule.get("baseline"):  # the control changes by 0 between the contrast's sides
                     rows.append({**rows[-1], **rule["baseline"], cols[0]: 0.0})
     return pd.DataFrame(rows)

@@ -62,7 +62,8 @@ def test_corrupt_record_is_reported_and_treated_as_missing(tmp_path, capsys):
     ('[1, 2]', "not a JSON object but list"),
     ('"ok"', "not a JSON object but str"),
     ('{"run_id": "x", "scenario": "m", "status": "done"}', "status 'done' is not one of ok, failed, diverged"),
-    ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_test_moving": "abc"}', "acc_test_moving='abc' is not a number"),
+    ('{"run_id": "x", "scenario": "m", "status": "ok", "acc_test_moving": "abc"}',
+     "acc_test_moving='abc' is not a number"),
     ('{"run_id": "x", "scenario": "m", "status": "ok", "m0.9.acc_test": true}', "m0.9.acc_test=True is not a number"),
     ('{"status": "ok"}', "no run_id or scenario"),
     # an ok run without its numbers: null, NaN or infinity where a finished run always has a finite accuracy

@@ -40,7 +40,8 @@ def test_hard_coded_false_in_call_freezes_the_moving_stats_exactly(runs):
     assert rec["learning_phase_api"] == 0  # Keras 3 has no set_learning_phase
     assert not any(k.startswith("lp") and k != "learning_phase_api" for k in rec)
     assert missing_rule_metrics(rec, "training_flag") == {  # C07's learning-phase rules: tf_keras only
-        "graph_lp_before_after_differ", "`graph.lp1_before.stats_changed_fit` - `graph.lp0_before.stats_changed_fit`", "`lp1_before.call_batchstats` - `lp0_before.call_batchstats`"}
+        "graph_lp_before_after_differ", "`graph.lp1_before.stats_changed_fit` - `graph.lp0_before.stats_changed_fit`",
+        "`lp1_before.call_batchstats` - `lp0_before.call_batchstats`"}
     # Keras 3 honours a flag hard-coded in call(): BN ran in inference mode in fit and predict
     assert rec["flag_honoured"] == 1 and rec["fitcap_predict_agree"] == 1
     assert rec["stat_converged"] == 0  # training=False: the moving statistics never left 0/1
@@ -96,4 +97,5 @@ def test_tf_keras_graph_mode_learning_phase(runs):
     assert rec["graph.lp1_before.stats_changed_fit"] == 1 and rec["graph.lp1_after.stats_changed_fit"] == 0
     assert rec["graph_lp_before_after_differ"] == 1
     # compare_nobn=false and learning_phase_probes=false (the eager probes) here
-    assert missing_rule_metrics(rec, "training_flag") == {"acc_vs_nobn_abs", "`lp1_before.call_batchstats` - `lp0_before.call_batchstats`"}
+    assert missing_rule_metrics(rec, "training_flag") == {
+        "acc_vs_nobn_abs", "`lp1_before.call_batchstats` - `lp0_before.call_batchstats`"}
