@@ -7,9 +7,11 @@ is written by running this file as a script from the repository root:
     python tests/test_numbers_unchanged.py --write
 
 Rewrite it only when a protocol changes on purpose, and say so in the commit. The momentum, frozen_base,
-update_ops and training_flag numbers are those of commit d2440e6 (before the toolkit's mechanisms were merged
-into one place each), reproduced bit for bit by the current code; the variance config moved from batch size 4
-to 8 when the guard became portable (batch 4 amplified rounding differences into other decisions, below).
+update_ops and training_flag numbers were those of commit d2440e6 (before the toolkit's mechanisms were merged
+into one place each), reproduced bit for bit until precise BN's recording pass was compiled (4add45b): summing
+the batch moments in the graph moved statistic errors and ratios by float64 rounding (at most 1.9e-14
+relative, no accuracy or integer), and the fixture was rewritten then. The variance config moved from batch
+size 4 to 8 when the guard became portable (batch 4 amplified rounding differences into other decisions, below).
 
 What is compared:
 - On the machine that wrote the fixture (same processor and extensions, oneDNN setting, pinned versions): every
