@@ -146,6 +146,38 @@ def test_std_or_negative_in_the_variance_slot_is_c10(fw, zoo, tmp_path):
     assert "C01" not in {h["claim"] for h in report["healthy"]}  # no layer left to call healthy there
 
 
+def test_compiled_population_statistics_match_float64_numpy(fw, zoo):
+    """The doctor's population statistics come from one compiled pass per batch, moments computed in the graph:
+    the same numbers as every BN input taken out as float64 NumPy (the eager way), frozen BN layers included."""
+    from bnexp.toolkit.models import intercepted
+
+    model = fw.keras.models.load_model(zoo["healthy"], compile=False)
+    model.get_layer("conv_bn").trainable = False  # a frozen BN is forced to batch statistics for the pass too
+    x = np.load(zoo["data"])["x"][:256]
+    batches = [x[i:i + 64] for i in range(0, 256, 64)]
+    stored = {layer.name: layer.moving_mean.numpy().copy() for layer in batch_norm_layers(model)}
+    got = diagnose.population_stats(fw, model, iter(batches))
+    assert got.forward_passes == 4 and not model.get_layer("conv_bn").trainable
+    assert all(np.array_equal(layer.moving_mean.numpy(), stored[layer.name]) for layer in batch_norm_layers(model))
+    rows = {}
+
+    def record(i, call, inputs, training, **kwargs):
+        flat = np.asarray(inputs, np.float64).reshape(-1, inputs.shape[-1])
+        rows.setdefault(i, []).append((flat.mean(0), flat.var(0)))
+        return call(inputs, training=True, **kwargs)
+
+    bns = batch_norm_layers(model)
+    for layer in bns:
+        layer.trainable = True
+    with precise_bn.statistics_kept(model), intercepted(bns, record):
+        for batch in batches:
+            model(batch, training=False)
+    for i, s in enumerate(got.layers):
+        np.testing.assert_allclose(s.mean, np.mean([r[0] for r in rows[i]], 0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(s.var_biased, np.mean([r[1] for r in rows[i]], 0), rtol=1e-12, atol=1e-12)
+        assert s.batches == 4 and s.m == 64 * (144 if s.name == "conv_bn" else 1)
+
+
 def test_model_without_bn_says_so_and_passes(fw, zoo, tmp_path):
     report = check(fw, tmp_path, zoo["no_bn"], zoo["data"])
     assert report["findings"] == [] and "no BatchNormalization" in report["note"]
@@ -236,6 +268,11 @@ def test_bad_data(zoo, tmp_path, capsys):
     assert "no array 'x'" in bad(tmp_path, capsys, model, f"data={tmp_path / 'no_x.npz'}")
     (tmp_path / "plain.txt").write_text("1 2 3\n")
     assert "is not an .npz file" in bad(tmp_path, capsys, model, f"data={tmp_path / 'plain.txt'}")
+    # the parent reads only x's header (not the images): a pickled x is still refused before any unpickling
+    np.savez(tmp_path / "pickled.npz", x=np.array([[1, "a"]], dtype=object), y=y[:1])
+    assert "allow_pickle=False" in bad(tmp_path, capsys, model, f"data={tmp_path / 'pickled.npz'}")
+    np.savez_compressed(tmp_path / "compressed.npz", x=x[:8, :10, :10], y=y[:8])  # header read through deflate
+    assert "(10, 10, 1) do not fit" in bad(tmp_path, capsys, model, f"data={tmp_path / 'compressed.npz'}")
     assert "split" in bad(tmp_path, capsys, model, f"data={zoo['data']}", "split=test")
     assert "valid keys" in bad(tmp_path, capsys, model, f"data={zoo['data']}", "epochs=3")
 
