@@ -32,7 +32,7 @@ from bnexp.backends import version_key
 from bnexp.names import BACKENDS
 
 SCENARIO = "conformance"
-OUTCOMES = ("holds", "does not", "mixed", "cannot run", "n/a", "-")
+OUTCOMES = ("holds", "does not", "mixed", "cannot run", "no data", "n/a", "-")
 # Known upstream changes: (claim, first Keras release with the change, reference, what changed). A change
 # between two releases of the matrix cites the entries of its claim whose release lies in between.
 BUILD_FLAG = "a training= fixed while building a functional model takes precedence (on master, in no release)"
@@ -97,7 +97,7 @@ def judge(runs: pd.DataFrame, check: dict) -> tuple[str, str, str]:
         return "n/a", "n/a", ""
     values = _values(ok, check["metric"]).dropna()
     if values.empty:
-        return "cannot run", "cannot run", f"{check['metric']} not recorded"
+        return "no data", "no data", f"{check['metric']} not recorded (and no error)"
     above = check["compare"] == ">"
     passed = int((values > check["threshold"]).sum() if above else (values < check["threshold"]).sum())
     n = len(values)
@@ -162,9 +162,9 @@ def changes(table: pd.DataFrame) -> list[str]:
 # ---------------------------------------------------------------- rendering
 
 
-COLOURS = {"holds": "#d9534f", "does not": "#5b8cc6", "mixed": "#f0ad4e", "cannot run": "#9e9e9e",
+COLOURS = {"holds": "#d9534f", "does not": "#5b8cc6", "mixed": "#f0ad4e", "cannot run": "#9e9e9e", "no data": "#c8c8c8",
            "n/a": "#ffffff", "-": "#eeeeee"}
-SHORT = {"holds": "yes", "does not": "no", "mixed": "mix", "cannot run": "err", "n/a": "n/a", "-": ""}
+SHORT = {"holds": "yes", "does not": "no", "mixed": "mix", "cannot run": "err", "no data": "?", "n/a": "n/a", "-": ""}
 
 
 def heatmap(table: pd.DataFrame, path: Path) -> Path:
@@ -196,7 +196,7 @@ def heatmap(table: pd.DataFrame, path: Path) -> Path:
     ax.grid(which="minor", color="white", lw=0.8)
     ax.tick_params(which="minor", length=0)
     ax.set_title("BN conformance per backend and Keras release\n(yes: the claim's behaviour holds there)", fontsize=9)
-    ax.legend(handles=[Patch(facecolor=COLOURS[o], edgecolor="grey", label=o) for o in OUTCOMES[:5]],
+    ax.legend(handles=[Patch(facecolor=COLOURS[o], edgecolor="grey", label=o) for o in OUTCOMES[:6]],
               loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +256,11 @@ def section(df: pd.DataFrame, root: str | Path, configs: dict | None = None) -> 
     if moved:
         lines += ["### What changed from one release to the next", "", *moved, ""]
     if errors:
-        lines += ["### Setups that could not run a probe", "", "| setup | probes | error |", "|---|---|---|"]
+        lines += ["### Setups that could not run a probe", "",
+                  "Every setup runs with the JAX and PyTorch installed here (constraints.txt), not those of the "
+                  "release's time: an error from inside the framework (JAX's removed `spmd_mode` under older "
+                  "Keras, a missing torchvision) says the pairing cannot run, not how that release's BN behaves.", "",
+                  "| setup | probes | error |", "|---|---|---|"]
         lines += [f"| {setup} | {probes} | {_cell(error)[:200]} |" for setup, probes, error in errors]
         lines.append("")
     atomic.write_text(root / "tables" / "conformance_matrix.md", "\n".join(lines[lines.index("") + 1:]) + "\n")

@@ -187,3 +187,22 @@ def test_compiled_pass_equals_the_eager_one_and_is_reused(fw, monkeypatch):
         np.testing.assert_allclose(got.mean, eager.mean, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(got.var_biased, eager.var_biased, rtol=1e-12)
         assert got.m == eager.m and got.batches == eager.batches
+
+
+def test_compiled_pass_with_a_shared_bn_and_an_uneven_last_batch(fw, monkeypatch):
+    """A BN layer called twice per forward pass records one row per call, and a last batch of another size
+    (a retrace, inside the recording) is recorded too: the compiled pass agrees with the eager one."""
+    keras = fw.keras
+    inp = keras.Input((4,))
+    bn = fw.BatchNormalization(name="shared")
+    h = bn(keras.layers.Dense(4)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2)(bn(keras.layers.Dense(4)(h))))
+    rng = np.random.default_rng(4)
+    xs = [rng.normal(size=(n, 4)).astype("float32") for n in (8, 8, 5)]
+    compiled = precise_bn.population_stats(model, xs)
+    monkeypatch.setattr(precise_bn.framework, "BACKEND", "eager (as on JAX or PyTorch)")
+    eager = precise_bn.population_stats(model, xs)
+    got, want = compiled.layers[0], eager.layers[0]
+    assert got.batches == want.batches == 6 and got.m == want.m == 5  # 2 calls x 3 batches; the smallest batch
+    np.testing.assert_allclose(got.mean, want.mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.var_biased, want.var_biased, rtol=1e-12)
