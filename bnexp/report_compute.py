@@ -70,7 +70,8 @@ def config_keys(scenario: str) -> set[str]:
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"scenario={scenario}"])
-    return set(flatten(identity(OmegaConf.to_container(cfg, resolve=True))))
+    # backend and keras_version are settings too: null by default, so the run id (identity) leaves them out
+    return set(flatten(identity(OmegaConf.to_container(cfg, resolve=True)))) | {"backend", "keras_version"}
 
 
 def factors(df: pd.DataFrame, keys: set[str]) -> list[str]:
