@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -26,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bnexp import CONFIG_DIR, PACKAGE_DIR, model_safety
+from bnexp import CONFIG_DIR, PACKAGE_DIR, launcher, model_safety
 from bnexp.errors import UserError
 from bnexp.names import DATASETS, DEVICES, SCALINGS
-from bnexp.workers import child_env, die_with_parent
 
 DEFAULTS = {
     "model": None,             # .keras file, .h5 file or SavedModel folder (required)
@@ -301,30 +298,21 @@ def fix_path(model: str, fmt: str, out: Path) -> Path:
 
 
 def run_child(request: dict, out: Path, timeout: float) -> dict:
-    env = child_env(request["semantics"], request["device"])
+    env = launcher.child_env(request["semantics"], request["device"])
     # the package, and the user's working directory for custom_objects modules
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), os.getcwd(), env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="bnexp-doctor-") as tmp:
         req, res = Path(tmp, "request.json"), Path(tmp, "result.json")
         req.write_text(json.dumps(request))
         with open(out / "doctor.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "bnexp.toolkit.diagnose", str(req), str(res)], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    preexec_fn=die_with_parent, start_new_session=True)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return {"status": "failed", "error": f"no result after doctor.timeout_s={timeout:g} s"}
-            except BaseException:
-                os.killpg(proc.pid, signal.SIGKILL)
-                raise
+            code = launcher.run("bnexp.toolkit.diagnose", [str(req), str(res)], env, timeout, log)
+        if code is None:
+            return {"status": "failed", "error": f"no result after doctor.timeout_s={timeout:g} s"}
         try:
             return json.loads(res.read_text())
         except (OSError, ValueError):
             tail = (out / "doctor.log").read_text()[-LOG_TAIL:]
-            return {"status": "failed", "error": f"the check process exited with code {proc.returncode}:\n{tail}"}
+            return {"status": "failed", "error": f"the check process exited with code {code}:\n{tail}"}
 
 
 # ---------------------------------------------------------------- output

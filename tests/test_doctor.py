@@ -443,3 +443,10 @@ def test_paired_rule():
     assert judged(0, 8)["recommended"] and judged(5, 25)["recommended"] and not judged(30, 5)["recommended"]
     r = judged(5, 25)
     assert r["change"] == pytest.approx(0.02) and r["p_value"] < 0.05 and r["interval"][0] > 0
+
+
+def test_a_check_process_past_its_timeout_is_killed_with_one_line(tmp_path):
+    # the child (bnexp.launcher) is killed long before TensorFlow has started; its log is still written
+    result = doctor.run_child({"semantics": "tf_keras", "device": "cpu"}, tmp_path, 0.05)
+    assert result == {"status": "failed", "error": "no result after doctor.timeout_s=0.05 s"}
+    assert (tmp_path / "doctor.log").is_file()
