@@ -27,6 +27,7 @@ import yaml
 from bnexp import CONFIG_DIR, PACKAGE_DIR, launcher, model_safety
 from bnexp.errors import UserError
 from bnexp.names import DATASETS, DEVICES, SCALINGS
+from bnexp.shapes import shape_fits
 
 DEFAULTS = {
     "model": None,             # .keras file, .h5 file or SavedModel folder (required)
@@ -214,11 +215,6 @@ def inspect_data(args: dict, shape, classes) -> dict:
         return {**spec, "kind": "npz", "path": str(p)}
     raise UserError(f"doctor: data={source} is neither a dataset ({', '.join(DATASETS)}), an .npz file nor an image "
                     f"folder")
-
-
-def shape_fits(want, got) -> bool:
-    """Does a sample of shape `got` fit a model input of shape `want` (None: any size)?"""
-    return len(want) == len(got) and all(w is None or w == g for w, g in zip(want, got))
 
 
 def _check_npz(p: Path, source: str, shape, classes) -> None:

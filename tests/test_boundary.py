@@ -9,14 +9,11 @@ from tests.conftest import ROOT
 
 # Plain-Python leaves that both sides import (no TensorFlow, no parent-side module below them).
 SHARED = {"bnexp", "bnexp.atomic", "bnexp.errors", "bnexp.names", "bnexp.network", "bnexp.launcher",
-          "bnexp.model_safety"}
-# Known upward imports still to remove (issue #30): diagnose takes shape_fits from the doctor's parent side.
-KNOWN = {("bnexp/toolkit/diagnose.py", "bnexp.doctor")}
+          "bnexp.model_safety", "bnexp.shapes"}
 
 
-def _upward_imports() -> set[tuple[str, str]]:
+def _upward_imports(files) -> set[tuple[str, str]]:
     out = set()
-    files = [*(ROOT / "bnexp" / "toolkit").glob("*.py"), *(ROOT / "experiments").glob("*.py")]
     for path in files:
         for name in fingerprint.imported_names(path, ROOT):
             if not name.startswith("bnexp") or name.startswith("bnexp.toolkit"):
@@ -28,5 +25,10 @@ def _upward_imports() -> set[tuple[str, str]]:
 
 
 def test_the_child_side_imports_only_the_shared_modules_of_bnexp():
-    # a new upward import fails here; removing a known one fails too, so that KNOWN shrinks with it
-    assert _upward_imports() == KNOWN
+    files = [*(ROOT / "bnexp" / "toolkit").glob("*.py"), *(ROOT / "experiments").glob("*.py")]
+    assert _upward_imports(files) == set()
+
+
+def test_the_shared_modules_import_only_each_other():
+    # otherwise a parent-side module would reach the child through a shared one
+    assert _upward_imports([fingerprint.module_file(m, ROOT) for m in SHARED]) == set()

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bnexp.doctor import shape_fits
 from bnexp.errors import UserError
 from bnexp.model_safety import TRUST_HINT
+from bnexp.shapes import shape_fits
 from bnexp.toolkit import precise_bn, probes
 from bnexp.toolkit.framework import activate
 from bnexp.toolkit.models import batch_norm_layers, intercepted, is_batch_norm, to_numpy
