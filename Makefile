@@ -44,7 +44,7 @@ report: setup  ## rebuild the report of the runs in results/local/ (RESULTS=resu
 lint: setup  ## ruff over the whole project (rules: pyproject.toml [tool.ruff])
 	$(BIN)/ruff check .
 
-test: setup  ## the test suite without slow tests (< 10 min on 2 cores)
+test: setup lint  ## the test suite without slow tests (< 10 min on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 test-all: setup  ## every test, slow ones included

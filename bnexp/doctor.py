@@ -402,10 +402,10 @@ def fix_lines(fix: dict) -> list[str]:
         return [f"Copy written, NOT JUDGED: {fix['path']} (the data has no labels, so its accuracy could not be "
                 "measured; check it on labelled data before using it).", how, keeps]
     lo, hi = fix["interval"]
-    measured = (f"held-out accuracy {fix['accuracy_before']:.3f} with the stored statistics, {fix['accuracy_after']:.3f} "
-                f"with the copy's (change {100 * fix['change']:+.1f} points, 95% interval {100 * lo:+.1f} to "
-                f"{100 * hi:+.1f}; {fix['wrong_to_right']} of {fix['held_out']} images wrong -> right, "
-                f"{fix['right_to_wrong']} right -> wrong)")
+    measured = (f"held-out accuracy {fix['accuracy_before']:.3f} with the stored statistics, "
+                f"{fix['accuracy_after']:.3f} with the copy's (change {100 * fix['change']:+.1f} points, 95% interval "
+                f"{100 * lo:+.1f} to {100 * hi:+.1f}; {fix['wrong_to_right']} of {fix['held_out']} images "
+                f"wrong -> right, {fix['right_to_wrong']} right -> wrong)")
     rule = f"Rule: {fix['rule']}."
     if fix["status"] == "recommended":
         return [f"Recalibrated copy RECOMMENDED: {fix['path']}: {measured}.", how, keeps, rule]
@@ -511,8 +511,8 @@ def prepare(argv: list[str]) -> tuple[dict, Path, float]:
                         f"remove it or choose another out=")
     request = {"model": args["model"], "format": model["format"], "semantics": model["semantics"],
                "custom_objects": args["custom_objects"], "data": data, "batch_size": args["doctor.batch_size"],
-               "train_batch_size": args["train_batch_size"], "domain": args["domain"], "fix": args["fix"], "fix_path": str(target),
-               "out": str(out), "device": args["device"], "trust_model": args["trust_model"]}
+               "train_batch_size": args["train_batch_size"], "domain": args["domain"], "fix": args["fix"],
+               "fix_path": str(target), "out": str(out), "device": args["device"], "trust_model": args["trust_model"]}
     return request, out, float(args["doctor.timeout_s"])
 
 

@@ -103,6 +103,7 @@ def builtin_layers(fw):
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import doctor_zoo
+
     from bnexp.toolkit.framework import activate
 
     legacy = os.environ.get("TF_USE_LEGACY_KERAS") == "1"

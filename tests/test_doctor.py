@@ -16,17 +16,17 @@ import subprocess
 import sys
 import zipfile
 
+import doctor_zoo
 import numpy as np
 import pytest
+from conftest import ROOT, bnexp_env
 
-import doctor_zoo
 from bnexp import cli, doctor
 from bnexp.errors import UserError
-from bnexp.workers import child_env
 from bnexp.toolkit import diagnose, precise_bn
-from bnexp.toolkit.models import batch_norm_layers
 from bnexp.toolkit.framework import activate
-from conftest import ROOT, bnexp_env
+from bnexp.toolkit.models import batch_norm_layers
+from bnexp.workers import child_env
 
 
 @pytest.fixture(scope="session")

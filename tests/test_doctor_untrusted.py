@@ -14,10 +14,10 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT, bnexp_env
 
 from bnexp import cli, doctor, model_safety
 from bnexp.workers import child_env
-from conftest import ROOT, bnexp_env
 
 # The CLI, then one stdout line saying whether TensorFlow was imported (a refusal must come before it starts).
 CLI = ("import atexit, sys; atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in sys.modules)); "

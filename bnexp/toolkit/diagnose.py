@@ -782,7 +782,7 @@ def _build_time_flag_checks(fw, model, x, modes, findings, ok) -> None:
                                                                  "built"))
         return
     xs = x[:DEPENDENCE_SAMPLES]
-    for container, layer, _ in nodes:
+    for _, layer, _ in nodes:
         under = bns_under(layer)
         batch = [b.name for b in under if modes["fit"].get(b.name, {}).get("batch_statistics")]
         shift = step_shift(model, [b for b in under if b.name in batch], xs)
@@ -803,9 +803,9 @@ def _build_time_flag_checks(fw, model, x, modes, findings, ok) -> None:
                 f"{layer.name!r} without training=False"))
             continue
         ok.append(healthy("build_time_training_flag", "C15",
-                          f"{layer.name!r} {state} and was called with training=False at build time: under fit's call its "
-                          f"{len(under)} BN layers normalise with their stored statistics, which do not change "
-                          "(measured)"))
+                          f"{layer.name!r} {state} and was called with training=False at build time: under fit's "
+                          f"call its {len(under)} BN layers normalise with their stored statistics, which do not "
+                          "change (measured)"))
         if not frozen:
             continue
         with unfrozen(model, layer):
