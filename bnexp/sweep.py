@@ -32,8 +32,9 @@ from omegaconf import OmegaConf
 
 from bnexp import CONFIG_DIR, atomic, config_check, fingerprint, manifest, provenance
 from bnexp.errors import UserError
+from bnexp.launcher import die_with_parent
 from bnexp.store import Store, os_error_line, run_id
-from bnexp.workers import die_with_parent, worker_key
+from bnexp.workers import worker_key
 
 
 @dataclass

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bnexp import backends, launcher
-from bnexp.launcher import child_env, die_with_parent  # noqa: F401 (bnexp.sweep imports die_with_parent from here)
+from bnexp.launcher import child_env
 
 # Semantics that can share a worker: the same TF_USE_LEGACY_KERAS and eager mode (keras2_v1 differs from
 # tf_keras only in the BN class a model is built with). tf1 switches eager execution off for good.
