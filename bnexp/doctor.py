@@ -324,6 +324,8 @@ CLAIM_TITLES = {
     "C11": ("too few values per channel in a training batch", "scenario-batch_size"),
     "C15": ("training= fixed when the model was built", "scenario-frozen_base"),
     "C16": ("a layer whose call() defaults to training=True", "scenario-training_default"),
+    "C18": ("BN variance in float32 losing precision at large input means", "scenario-conformance"),
+    "C21": ("Dropout feeding BN: variance shift at inference", "scenario-conformance"),
     "R1": ("recompute population statistics after training (precise BN)", "scenario-momentum"),
     "R2": ("BN statistics of another domain", "scenario-domain_shift"),
 }
@@ -423,7 +425,7 @@ def terminal(report: dict, out: Path) -> str:
     latent = [f for f in report.get("findings", []) if f.get("kind") == "latent"]
     for heading, items in (("findings (measured on this model, now):", measured),
                            ("latent risks (not happening now; what a change you may make would do, measured on a "
-                            "temporarily changed copy):", latent)):
+                            "temporarily changed copy or estimated from this data's statistics):", latent)):
         if not items:
             continue
         lines.append(heading)
@@ -468,7 +470,7 @@ def markdown(report: dict, out: Path | None = None) -> str:
         lines += [heading, ""]
         if items is latent:
             lines += ["What a change you may make would do, measured on a temporarily changed copy of the model "
-                      "(restored afterwards). Not an error.", ""]
+                      "(restored afterwards) or estimated from this data's statistics (C18). Not an error.", ""]
         for g in groups(items):
             layers = [name for name in g["layers"] if name]
             lines += [f"### {g['severity'].upper()}: {title(g['claim'])} ({claim_link(g['claim'], out)})"

@@ -106,7 +106,43 @@ def build_keras3(folder: Path, fw) -> dict[str, Path]:
     save("guide_frozen", guide_recipe(fw, x, y))
     fw.set_seed(0)
     save("build_time_true", fit(fw, guide_pattern(fw, training=True), x, y, steps=80))
+    fw.set_seed(0)
+    save("dropout_bn", fit(fw, dropout_model(fw, dropout_first=True), x, y, steps=80))
+    fw.set_seed(0)
+    save("bn_dropout", fit(fw, dropout_model(fw, dropout_first=False), x, y, steps=80))
+    fw.set_seed(0)
+    save("large_mean", large_mean(fw, x, y))
     return paths
+
+
+def dropout_model(fw, dropout_first: bool):
+    """Dense -> Dropout(0.5) -> BN (claim C21: BN learns its variance with dropout on), or Dense -> BN ->
+    Dropout(0.5), the order that does not shift BN's variance."""
+    keras, L = fw.keras, fw.keras.layers
+    inp = keras.Input((SIZE, SIZE, 1))
+    h = L.Dense(16, name="fc")(L.Flatten()(inp))
+    layers = [L.Dropout(0.5, name="drop"), fw.BatchNormalization(momentum=0.9, name="fc_bn")]
+    for layer in layers if dropout_first else layers[::-1]:
+        h = layer(h)
+    return keras.Model(inp, L.Dense(CLASSES, name="logits")(L.Activation("relu")(h)))
+
+
+def large_mean(fw, x, y):
+    """A BN whose input has a mean of about 1e4 and a standard deviation of about 1 (a dense layer with bias 1e4,
+    like un-normalised features; claim C18), its moving statistics then recomputed so that nothing else is off."""
+    from bnexp.toolkit import precise_bn
+
+    keras, L = fw.keras, fw.keras.layers
+    inp = keras.Input((SIZE, SIZE, 1))
+    h = L.Dense(8, kernel_initializer=keras.initializers.RandomNormal(stddev=0.5),
+                bias_initializer=keras.initializers.Constant(1e4), name="offset")(L.Flatten()(inp))
+    h = L.Activation("relu")(fw.BatchNormalization(name="offset_bn")(h))
+    model = fit(fw, keras.Model(inp, L.Dense(CLASSES, name="logits")(h)), x, y, steps=40)
+    stats = precise_bn.population_stats(model, [x[i:i + 64] for i in range(0, 1024, 64)])
+    bn = model.get_layer("offset_bn")
+    bn.moving_mean.assign(stats.layers[0].mean.astype(np.float32))
+    bn.moving_variance.assign(stats.layers[0].var_biased.astype(np.float32))
+    return model
 
 
 def guide_pattern(fw, training: bool = False, base=None):

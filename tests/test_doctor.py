@@ -427,6 +427,36 @@ def test_findings_read_without_this_project(fw, zoo, tmp_path):
         assert "points" in f["why"]  # the number that says why, with its unit
 
 
+def test_dropout_feeding_bn_is_c21_and_bn_before_dropout_is_not(fw, zoo, tmp_path):
+    """Expected before the run: Dense -> Dropout(0.5) -> BN learns a moving variance about 1/(1-0.5) = 2x or more
+    the variance BN sees at inference (the conformance probe measured 2.4): C21, and the same variance gap is
+    also what the statistics check flags as C01 (beyond 2x). Dense -> BN -> Dropout(0.5): no finding."""
+    report = check(fw, tmp_path, zoo["dropout_bn"], zoo["data"])
+    assert claims(report) == {"C01", "C21"}
+    (f,) = [f for f in report["findings"] if f["claim"] == "C21"]
+    assert f["layer"] == "fc_bn" and f["kind"] == "measured" and f["severity"] == "warning"
+    assert f["numbers"]["dropout"] == "drop" and f["numbers"]["dropout_rate"] == 0.5
+    assert f["numbers"]["median_var_ratio"] > diagnose.DROPOUT_VAR_RATIO
+    assert "x the variance of its input at inference" in f["what"] and "Dropout after BN" in f["fix"]
+    assert "scenario-conformance" in doctor.markdown(report, tmp_path / "out")
+    assert check(fw, tmp_path, zoo["bn_dropout"], zoo["data"])["findings"] == []
+
+
+def test_large_input_mean_is_a_latent_c18_risk(fw, zoo, tmp_path):
+    """Expected before the run: a BN input with mean 1e4 and std about 1 gives one latent C18 risk (float32
+    E[x^2]-E[x]^2 on the torch backend: relative error eps x (mean/std)^2, far above 10%), and nothing else (its
+    statistics were recomputed); a latent risk never makes the exit code 1."""
+    report = check(fw, tmp_path, zoo["large_mean"], zoo["data"])
+    (f,) = report["findings"]
+    assert (f["claim"], f["kind"], f["severity"], f["layer"]) == ("C18", "latent", "risk", "offset_bn")
+    ratio, error = f["numbers"]["mean_over_std"], f["numbers"]["relative_variance_error"]
+    assert 1e3 < ratio < 1e5
+    assert error == pytest.approx(np.finfo(np.float32).eps * ratio ** 2, rel=1e-4) and error > diagnose.TORCH_VAR_ERROR
+    assert doctor.exit_code(report) == 0
+    assert "RISK    C18" in doctor.terminal(report, tmp_path / "out")
+    assert "C18" not in claims(check(fw, tmp_path, zoo["healthy"], zoo["data"]))
+
+
 def test_thresholds_compare_the_printed_value():
     acc = {"moving": 0.5004, "population": 0.5196, "batch": 0.5}  # printed 0.500 and 0.520: 2.0 points
     assert diagnose.gap_points(acc) == 2.0 and not diagnose.gap_points(acc) > diagnose.ACC_GAP_POINTS

@@ -886,6 +886,120 @@ def _small_batch_checks(bns, by_name, request, findings, ok) -> None:
                                                        f">= {TINY_GROUP} values per channel"))
 
 
+# ---------------------------------------------------------------- Dropout feeding BN (C21), float32 variance (C18)
+
+
+# C21: a BN fed by Dropout learns its moving variance with dropout on (inverted dropout at rate p inflates a
+# zero-mean input's variance by 1/(1-p)) but sees the smaller dropout-off variance at inference. 1.5 is the
+# geometric midpoint of bnexp's conformance probe (median moving / inference variance 2.4 for Dropout(0.5)->BN,
+# 0.97 for BN->Dropout) and flags rates from about 1/3 up; sampling noise and momentum lag of a healthy BN stay
+# well inside it (the healthy zoo models are within the C01 factor of 2, measured by the same statistics).
+DROPOUT_VAR_RATIO = 1.5
+# C18: Keras 3's torch backend computes BN's variance as E[x^2] - E[x]^2 in float32, whose relative error is about
+# float32 eps * (mean / std)^2 (cancellation of two numbers of size mean^2); the C18 rule calls 10% wrong.
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+TORCH_VAR_ERROR = 0.10
+
+
+def _inbound_names(nodes):
+    """Names of the layers feeding a functional model's layer, from its config's inbound_nodes: Keras 3 keeps
+    them as {"keras_history": [name, node, tensor]}, tf-keras as [name, node, tensor, kwargs] lists (lists or
+    tuples, as get_config() returns them)."""
+    if isinstance(nodes, dict):
+        if isinstance(nodes.get("keras_history"), (list, tuple)):
+            yield nodes["keras_history"][0]
+            return
+        for value in nodes.values():
+            yield from _inbound_names(value)
+    elif isinstance(nodes, (list, tuple)):
+        if len(nodes) >= 3 and isinstance(nodes[0], str) and isinstance(nodes[1], int):
+            yield nodes[0]
+            return
+        for item in nodes:
+            yield from _inbound_names(item)
+
+
+def is_dropout(layer) -> bool:
+    """Dropout and its relatives (SpatialDropout2D, ...) with a rate above 0."""
+    kinds = {cls.__name__ for cls in type(layer).__mro__}
+    return any("Dropout" in k for k in kinds) and float(getattr(layer, "rate", 0) or 0) > 0
+
+
+def dropout_feeding(model) -> dict[str, object]:
+    """BN layer name -> the Dropout layer whose output is its input, in every Sequential or functional model
+    inside `model` (a custom layer's call() is code, not a graph: not read)."""
+    out = {}
+    for c in containers(model):
+        if not is_graph_model(c):
+            continue
+        if type(c).__name__ == "Sequential":
+            layers = [layer for layer in c.layers if type(layer).__name__ != "InputLayer"]
+            pairs = list(zip(layers, layers[1:]))
+        else:
+            try:
+                entries = (c.get_config() or {}).get("layers", []) or []
+                pairs = [(c.get_layer(name), c.get_layer(entry["config"]["name"]))
+                         for entry in entries for name in _inbound_names(entry.get("inbound_nodes", []))]
+            except Exception:  # noqa: BLE001 - no readable graph: nothing to say about this container
+                continue
+        out.update({bn.name: src for src, bn in pairs if is_batch_norm(bn) and is_dropout(src)})
+    return out
+
+
+def _dropout_checks(model, bns, by_name, findings, ok) -> None:
+    """C21: per BN fed by Dropout, median over channels of moving variance / the variance of its input at
+    inference (dropout off: the population statistics' pass)."""
+    feeding = dropout_feeding(model)
+    for layer in bns:
+        if layer.name not in feeding:
+            continue
+        eps = float(layer.epsilon)
+        ratio = (np.maximum(_value(layer.moving_variance), 0) + eps) / (by_name[layer.name].var_biased + eps)
+        median = float(np.median(ratio))
+        drop = feeding[layer.name]
+        rate = float(drop.rate)
+        if shown(median, ".3g") > DROPOUT_VAR_RATIO:
+            findings.append(finding(
+                "dropout_before_bn", "C21", layer.name, "warning",
+                {"dropout": drop.name, "dropout_rate": rate, "median_var_ratio": median,
+                 "max_var_ratio": float(np.max(ratio)), "channels": int(ratio.size)},
+                f"{layer.name} takes its input from {drop.name} (Dropout rate {rate:g}): its moving variance, learned "
+                f"with dropout on, is {median:.3g}x the variance of its input at inference (median over "
+                f"{ratio.size} channels; flagged above {DROPOUT_VAR_RATIO:g}x)",
+                f"at inference dropout is off, so BN divides by a standard deviation {np.sqrt(median):.3g}x too "
+                "large and the next layer sees activations at a smaller scale than in training (variance shift, "
+                "Li et al. CVPR 2019)",
+                "put Dropout after BN (BN -> Dropout), or recompute the statistics with dropout off (precise BN: "
+                "fix=true)"))
+        else:
+            ok.append(healthy("dropout_before_bn", "C21",
+                              f"{layer.name} follows {drop.name} (Dropout rate {rate:g}); its moving variance is "
+                              f"{median:.3g}x its input's variance at inference (flagged above "
+                              f"{DROPOUT_VAR_RATIO:g}x)"))
+
+
+def _torch_precision_checks(bns, by_name, findings) -> None:
+    """C18 (latent): the float32 error of E[x^2]-E[x]^2 on the torch backend, eps * (|mean| / std)^2, at each BN's
+    worst channel (std with BN's epsilon: the error relative to what BN divides by)."""
+    for layer in bns:
+        s = by_name[layer.name]
+        ratio = np.abs(s.mean) / np.sqrt(s.var_biased + float(layer.epsilon))
+        worst = int(np.argmax(ratio))
+        error = FLOAT32_EPS * float(ratio[worst]) ** 2
+        if error > TORCH_VAR_ERROR:
+            findings.append(finding(
+                "torch_variance_precision", "C18", layer.name, "risk",
+                {"mean_over_std": float(ratio[worst]), "channel": worst, "relative_variance_error": error},
+                f"{layer.name}: channel {worst} of its input has mean {float(s.mean[worst]):.4g} and standard "
+                f"deviation {float(np.sqrt(s.var_biased[worst])):.3g} on this data, |mean|/std = "
+                f"{float(ratio[worst]):.3g}",
+                f"on Keras 3's torch backend BN computes the variance as E[x^2]-E[x]^2 in float32, with a relative "
+                f"error of about float32 eps x (mean/std)^2 = {100 * error:.3g}% here (over the C18 rule's "
+                f"{100 * TORCH_VAR_ERROR:g}%); TensorFlow, which runs this model now, does not",
+                "before moving the model to the torch backend, normalise its inputs (subtract their mean) or "
+                "keep it on TensorFlow or JAX", kind="latent"))
+
+
 # ---------------------------------------------------------------- the recalibrated copy (fix=true)
 
 
@@ -1046,6 +1160,8 @@ def diagnose(request: dict, fw=None) -> dict:
     _build_time_flag_checks(fw, model, x, modes, findings, ok)
     _frozen_bn_checks(model, bns, by_name, modes, findings, ok)
     _small_batch_checks(bns, by_name, request, findings, ok)
+    _dropout_checks(model, bns, by_name, findings, ok)
+    _torch_precision_checks(bns, by_name, findings)
     if request.get("fix"):
         report["fix"] = _recalibrated_copy(fw, stats, request, x, held, y[held] if labelled else None,
                                            right and right["moving"])
