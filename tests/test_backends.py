@@ -322,14 +322,16 @@ def test_frameworks_sweep_has_backend_and_release_grids_of_the_same_scenario_and
     seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "frameworks.yaml").read_text())["seeds"])
     assert per_grid == {"training_flag@backends": 12 * seeds, "training_flag@releases": 12 * seeds}
     _, reference, points, _ = sweep.plan("reference", None, [])
-    # the reference grid: the default setup, which verdicts read, but for the conformance matrix of every release
-    # x backend (one seed; the report's conformance section, no verdict)
+    # the reference grid: the default setup, which verdicts read, but for the conformance probes: the installed
+    # Keras on every backend at the sweep's seeds (C18 is judged per backend) and the matrix of every release x
+    # backend (one seed; the report's conformance section, no verdict)
     other_setups = [g for g, over in reference.items() if any(o.startswith(("backend=", "keras_version="))
                                                              and o != "backend=tensorflow" for o in over)]
-    assert other_setups == ["conformance@matrix"]
+    assert other_setups == ["conformance", "conformance@matrix"]
     conformance = [p for p in points if p.scenario == "conformance"]
     seeds = len(yaml.safe_load((ROOT / "configs" / "sweep" / "reference.yaml").read_text())["seeds"])
-    assert len({p.worker for p in conformance}) == 21 and len(conformance) == 20 + seeds  # its seed 0 is shared
+    # 21 setups; seed 0 of the installed Keras on each of the 3 backends is shared by both grids
+    assert len({p.worker for p in conformance}) == 21 and len(conformance) == 18 + 3 * seeds
     matrix = [p for p in conformance if p.grid == "conformance@matrix"]
     assert {dict(o.split("=", 1) for o in p.overrides)["seed"] for p in matrix} == {"0"}
 
@@ -337,4 +339,7 @@ def test_frameworks_sweep_has_backend_and_release_grids_of_the_same_scenario_and
 def test_verdicts_use_the_default_setup_only():
     df = pd.DataFrame({"backend": [None, "tensorflow", "jax", None], "keras_version": [None, None, None, "3.9.2"]})
     assert report.default_setup(df).tolist() == [True, True, False, False]
+    # the conformance probes keep every backend of the installed Keras: their rules name the backend they read
+    probes = df.assign(scenario=["momentum", "momentum", "conformance", "conformance"])
+    assert report.default_setup(probes).tolist() == [True, True, True, False]
     assert report.default_setup(pd.DataFrame({"x": [1]})).tolist() == [True]  # records from before backends

@@ -32,6 +32,8 @@ def test_where_values_are_in_the_reference_grid_or_the_defaults(scenario):
     grids = [grid_values(GRIDS[g]) for g in GRIDS if g.split("@", 1)[0] == scenario]  # its `@label` grids too
 
     def values_of(key):  # over the scenario's grids: a grid that leaves `key` alone runs its default
+        if key == "keras_backend":  # the record's backend: what the `backend` setting ran (null: TensorFlow)
+            return [v or "tensorflow" for v in values_of("backend")]
         default = [OmegaConf.select(defaults, key, default="<absent>")]
         return [v for grid in grids for v in grid.get(key, default)]
 
