@@ -93,7 +93,7 @@ def train_with_evaluations(cfg, ctx, model, d, steps: int, every: int, samples: 
             if not ok:
                 self.model.stop_training = True  # divergence is the outcome: stop, keep the record
 
-    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr))
+    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr), epoch_steps=every)
     ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed))
     model.fit(ds, epochs=steps // every, steps_per_epoch=every, callbacks=[Evaluate()], verbose=int(cfg.verbose))
     return curve

@@ -56,6 +56,24 @@ def test_logits_match_a_direct_call(tiny):
     np.testing.assert_allclose(probes.logits(model, x, False, 16), np.asarray(model(x, training=False)), atol=1e-5)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_a_pass_with_a_shorter_last_batch_traces_once_with_the_bits_of_fixed_shapes(fw, training):
+    """One trace for every batch size (the old cache traced a 60-sample pass in batches of 16 twice: 16, then
+    any size for the last 12), and the same bits as a function traced at each batch's own shape."""
+    keras, tf = fw.keras, fw.tf
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3), fw.BatchNormalization(),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(2).normal(size=(60, 6, 6, 2)).astype("float32") * 2 + 1
+    got = probes.logits(model, x, training, 16)
+    [fn] = model.__dict__["_bnexp_fns"].values()
+    assert fn.experimental_get_tracing_count() == 1
+    per_shape = tf.function(lambda b: model(b, training=training))  # a fresh trace per batch shape
+    with probes.moving_stats_kept(model):
+        want = np.concatenate([per_shape(x[i:i + 16]).numpy() for i in range(0, 60, 16)])
+    assert per_shape.experimental_get_tracing_count() == 2
+    np.testing.assert_array_equal(got, want)
+
+
 def test_stat_errors_are_zero_after_precise_bn_and_large_before(tiny):
     model, x, _ = tiny
     stats = precise_bn.population_stats(model, [x[:32], x[32:]])

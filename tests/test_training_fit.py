@@ -61,3 +61,34 @@ def test_build_before_trace_leaves_other_inputs_and_built_models_alone(fw):
     before = [v.name for v in m.optimizer.variables]
     training.build_before_trace(m, ds)  # a second fit on the same model: nothing more to build
     assert [v.name for v in m.optimizer.variables] == before
+
+
+def test_steps_per_execution_divides_each_logged_chunk_and_is_one_off_tensorflow(fw):
+    assert training.steps_per_execution(fw, 256) == 32
+    assert training.steps_per_execution(fw, 30) == 30
+    assert training.steps_per_execution(fw, 100) == 25  # the largest divisor up to 32: epochs end where they did
+    assert training.steps_per_execution(fw, 37) == 1  # a prime: one step per call
+    assert training.steps_per_execution(fw, 1) == 1
+    for name, backend in (("keras3", "jax"), ("tf_keras", "tensorflow")):
+        other = type("Flavour", (), {"name": name, "backend": backend})()
+        assert training.steps_per_execution(other, 256) == 1
+
+
+@pytest.mark.parametrize("flag_style", ["functional", "subclass"])
+def test_several_steps_per_call_train_bit_for_bit_like_one(fw, flag_style):
+    """The loop Keras runs inside the graph gives the weights, moving statistics and logged history of one
+    step per call (12 steps of batch 4 in 3 logged chunks: 4 steps per call)."""
+    rng = np.random.default_rng(1)
+    x = rng.random((96, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 96)
+    runs = {}
+    for epoch_steps in (1, 4):
+        m = _model(fw, 5, flag_style)
+        training.compile_model(fw, m, "sgd", 0.05, epoch_steps=epoch_steps)
+        history: list = []
+        training.fit(m, data.train_batches(x, y, 4, 12, seed=2), 12, log_points=3, history=history)
+        runs[epoch_steps] = ([w.numpy() for w in m.weights], history, m.steps_per_execution)
+    assert runs[1][2] == 1 and runs[4][2] == 4
+    assert runs[4][1] == runs[1][1]  # loss and accuracy at each logged step
+    for got, want in zip(runs[4][0], runs[1][0]):
+        np.testing.assert_array_equal(got, want)

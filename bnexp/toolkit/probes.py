@@ -22,23 +22,26 @@ moving_stats_kept = precise_bn.statistics_kept  # restore BN statistics after a 
 
 def logits(model, x: np.ndarray, training: bool | None, batch_size: int = 256) -> np.ndarray:
     """Model outputs in batches of `batch_size`, calling the model with `training`."""
-    fn = _compiled(model, training)
+    fn = _compiled(model, training, x)
     with moving_stats_kept(model) if training else contextlib.nullcontext():
         return np.concatenate([to_numpy(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
-def _compiled(model, training):
+def _compiled(model, training, x: np.ndarray):
     """The model's forward pass in `training` mode: a cached tf.function on TensorFlow, a plain call elsewhere."""
     if framework.BACKEND != "tensorflow":
-        return lambda x: model(x, training=training)
+        return lambda b: model(b, training=training)
     import tensorflow as tf
 
     cache = model.__dict__.setdefault("_bnexp_fns", {})
     # A trace bakes in each BN layer's `trainable` (a frozen BN runs in inference mode), so the cache
     # is keyed by it too: a model unfrozen after a first probe (fine-tuning stage 2) is traced afresh.
-    key = (training, tuple(layer.trainable for layer in batch_norm_layers(model)))
+    key = (training, tuple(layer.trainable for layer in batch_norm_layers(model)), tuple(x.shape[1:]), str(x.dtype))
     if key not in cache:
-        cache[key] = tf.function(lambda x: model(x, training=training), reduce_retracing=True)
+        # Any batch size from the first trace: a pass whose last batch is shorter traced twice before (the
+        # second time with this very signature); the outputs are the same bits (tests/test_probes.py).
+        spec = tf.TensorSpec((None, *x.shape[1:]), x.dtype)
+        cache[key] = tf.function(lambda b: model(b, training=training), input_signature=[spec])
     return cache[key]
 
 

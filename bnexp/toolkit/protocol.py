@@ -23,7 +23,8 @@ def train(cfg, ctx, model, d: data.Prepared, steps: int | None = None, seed_offs
     """Compile and fit for `steps` (default train.batches) optimizer steps at `lr` (default train.lr);
     metrics of the fit, logged into `history` (default the run's, ctx.history)."""
     steps = int(cfg.train.batches if steps is None else steps)
-    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr if lr is None else lr))
+    training.compile_model(ctx.fw, model, cfg.train.optimizer, float(cfg.train.lr if lr is None else lr),
+                           epoch_steps=training.chunks(steps)[1])
     ds = data.train_batches(d.x_train, d.y_train, int(cfg.train.batch_size), steps, int(cfg.seed) + seed_offset)
     started = time.perf_counter() - ctx.started  # the run's start: process start, or a warm worker's next run
     history = ctx.history if history is None else history

@@ -49,10 +49,29 @@ def optimizer(fw, name: str, lr: float, graph: bool = False):
     return fw.keras.optimizers.SGD(learning_rate=lr, momentum=SGD_MOMENTUM)
 
 
-def compile_model(fw, model, opt_name: str, lr: float) -> None:
+def compile_model(fw, model, opt_name: str, lr: float, epoch_steps: int = 1) -> None:
+    """Compile for the fit that follows; `epoch_steps`: its steps per Keras epoch (between two logged points),
+    from which the steps per call of the train function are chosen (`steps_per_execution`)."""
     model.compile(optimizer=optimizer(fw, opt_name, lr),
                   loss=fw.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution(fw, epoch_steps))
+
+
+MAX_STEPS_PER_CALL = 32
+
+
+def steps_per_execution(fw, epoch_steps: int) -> int:
+    """Optimizer steps per call of the compiled train function: for Keras 3 on TensorFlow the largest
+    divisor of `epoch_steps` up to MAX_STEPS_PER_CALL, elsewhere 1.
+
+    Keras then loops over those steps inside the graph, one Python round trip per call instead of one per
+    step; a batch-2 step is mostly that round trip (`python -m bnexp.bench --only 9`). Each iteration runs
+    the same traced step on the same batch in the same order, and a divisor keeps every epoch's end
+    (callbacks, logged points) where it was, so every number stays the same (tests/test_training_fit.py).
+    tf-keras is left at 1: its loop measured no faster there."""
+    if fw.name != "keras3" or fw.backend != "tensorflow" or epoch_steps < 2:
+        return 1
+    return max(k for k in range(1, min(MAX_STEPS_PER_CALL, epoch_steps) + 1) if epoch_steps % k == 0)
 
 
 def chunks(steps: int, most: int = 10) -> tuple[int, int]:
