@@ -237,6 +237,54 @@ def precise_compiled_vs_eager(reps: int, batches: int = 100, batch_size: int = 6
             "max_rel_diff": diff}
 
 
+def steps_per_call(reps: int, cases=((2, 1024), (64, 300))) -> list[dict]:
+    """Measure 9: Keras 3 `fit` of small_cnn (training.fit, logging on) with one optimizer step per call of the
+    train function vs training.steps_per_execution steps per call, interleaved; per (batch size, steps) the
+    median ratio of wall and of process CPU time."""
+    import tempfile
+
+    import numpy as np
+
+    from bnexp.toolkit import data, models, training
+    from bnexp.toolkit.framework import activate
+
+    fw = activate("keras3")
+    rng = np.random.default_rng(0)
+    x = rng.random((20000, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 20000)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        training.log_to(fw, Path(tmp))  # the callbacks of a real run
+
+        weights = {}
+
+        def fit(batch_size: int, steps: int, epoch_steps: int) -> tuple[float, float]:
+            fw.keras.backend.clear_session()
+            fw.set_seed(0)
+            model = models.build(fw, "small_cnn", (28, 28, 1), 10)
+            training.compile_model(fw, model, "adam", 1e-3, epoch_steps=epoch_steps)
+            wall, cpu = time.perf_counter(), sum(os.times()[:2])
+            training.fit(model, data.train_batches(x, y, batch_size, steps, 1), steps)
+            wall, cpu = time.perf_counter() - wall, sum(os.times()[:2]) - cpu
+            weights[model.steps_per_execution] = [w.numpy() for w in model.weights]
+            return wall, cpu
+
+        fit(32, 10, 1)  # warm-up: first trace of the process
+        for batch_size, steps in cases:
+            per_call = training.steps_per_execution(fw, training.chunks(steps)[1])
+            times = {1: [], per_call: []}
+            for rep in range(reps):
+                for k in ((1, per_call) if rep % 2 else (per_call, 1)):
+                    times[k].append(fit(batch_size, steps, 1 if k == 1 else training.chunks(steps)[1]))
+            out.append({"batch_size": batch_size, "steps": steps, "per_call": per_call, "reps": reps,
+                        "wall": statistics.median(m[0] / o[0] for m, o in zip(times[per_call], times[1])),
+                        "cpu": statistics.median(m[1] / o[1] for m, o in zip(times[per_call], times[1])),
+                        "one_s": statistics.median(t[0] for t in times[1]),
+                        "many_s": statistics.median(t[0] for t in times[per_call]),
+                        "same_weights": all(np.array_equal(a, b) for a, b in zip(weights[1], weights[per_call]))})
+    return out
+
+
 def reference_seconds() -> list[dict]:
     """Per scenario of the reference sweep's planned runs (records in results/): runs, run-seconds and the
     median seconds of a run, of its fit and of its precise-BN recomputations."""
@@ -365,6 +413,7 @@ ROWS = {"1": ("| training-step overhead",), "2": ("| per-run fixed cost", "| war
         "| fresh `python -m bnexp run`", "| child process start", "| after fit:"),
         "3": ("| quick-grid throughput", "| peak memory per worker"), "4": ("| precise BN,",),
         "5": ("| whole reference grid",), "8": ("| precise BN's recording pass",),
+        "9": ("| Keras 3 fit, several steps per call",),
         "7": ("| doctor on MobileNetV2", "| doctor `fix=true` on MobileNetV2")}
 
 
@@ -452,6 +501,11 @@ def _markdown(res: dict) -> str:
                      f"small_cnn, median of {p['reps']} interleaved: {p['compiled_s']:.2f} s / {p['eager_s']:.2f} s; "
                      f"the compiled pass' first call, with its trace: {p['first_compiled_s']:.2f} s; statistics "
                      f"differ by {p['max_rel_diff']:.0e} relative at most) | {p['ratio']:.2f} | |")
+    for c in res.get("steps_per_call", []):
+        same = "the same bits" if c["same_weights"] else "DIFFERENT"
+        lines.append(f"| Keras 3 fit, several steps per call / one (small_cnn, batch {c['batch_size']}, {c['steps']} "
+                     f"steps, {c['per_call']} per call; median of {c['reps']} interleaved: {c['many_s']:.2f} s / "
+                     f"{c['one_s']:.2f} s; CPU time {c['cpu']:.2f}; weights after fit {same}) | {c['wall']:.2f} | |")
     if "doctor" in res:
         lines += _doctor_rows(res["doctor"])
     if "seconds" in res:
@@ -461,7 +515,7 @@ def _markdown(res: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="which measures, e.g. 1,2")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="which measures, e.g. 1,2")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--fixed-order", action="store_true", help="step overhead: the old fixed order of arms")
     ap.add_argument("--doctor-sizes", default=",".join(map(str, DOCTOR_SIZES)),
@@ -495,6 +549,9 @@ def main(argv=None) -> None:
     if "8" in only:  # imports TensorFlow (Keras 3) into this process, like measure 1
         print("precise BN's recording pass, compiled vs eager ...", flush=True)
         res["precise_pass"] = precise_compiled_vs_eager(args.reps)
+    if "9" in only:  # imports TensorFlow (Keras 3) into this process, like measure 1
+        print("Keras 3 fit, several steps per call vs one ...", flush=True)
+        res["steps_per_call"] = steps_per_call(args.reps)
     if "1" in only:  # last: it imports TensorFlow into this process
         print("training-step overhead ...", flush=True)
         res["overhead"] = step_overhead(args.reps, steps=200, fixed_order=args.fixed_order)
