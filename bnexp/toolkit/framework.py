@@ -9,7 +9,7 @@ tf1        tf.compat.v1 graph mode (sessions, tf.compat.v1.layers; needs tf-kera
 
 One interpreter can hold only one of these: TF_USE_LEGACY_KERAS must be set before TensorFlow is
 imported, and graph mode must be switched on before any op runs. So the parent prepares a child process
-(bnexp.runner.child_env, no TensorFlow import) and `activate` runs first thing inside it.
+(bnexp.launcher.child_env, no TensorFlow import) and `activate` runs first thing inside it.
 """
 
 from __future__ import annotations
