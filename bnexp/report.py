@@ -24,6 +24,7 @@ from bnexp.report_compute import (  # noqa: F401
     Records,
     config_keys,
     default_setup,
+    every_backend,
     factors,
     is_timing,
     judge,
@@ -99,8 +100,9 @@ def build(results_dir: str | os.PathLike = "results", sweep: str | None = None) 
         section.figures = draw_figures(section, figdir, judged)
     if not (df_all.empty and ignored.empty):  # every record read, strays included, so a rebuild says the same
         write_records(pd.concat([df_all, ignored]), root / RECORDS_FILE)
-    # the conformance probes have their own per-release, per-backend section (one seed a setup): not judged here
-    others = df_all[df_all["scenario"] != conformance_report.SCENARIO] if not df_all.empty else df_all
+    # a scenario judged on every backend compares backends itself (the conformance probes: their own per-release,
+    # per-backend section, one seed a setup); the per-setup table leaves it out
+    others = df_all[~every_backend(df_all)] if not df_all.empty else df_all
     keras3 = keras3_outcomes(others, scenario_spec.nodes())
     conformance = conformance_report.section(df_all, root, scenario_spec.nodes())  # "" without its records
     out = root / "report.md"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bnexp import CONFIG_DIR, conformance_report, scenario_spec
+from bnexp import CONFIG_DIR, scenario_spec
 from bnexp.scenario_spec import ClaimText, Scenario
 from bnexp.values import labels, mean_ci, sort_key
 from bnexp.verdicts import ClaimVerdict, RuleResult, combine, describe, evaluate
@@ -110,14 +110,20 @@ def summary(df: pd.DataFrame, facs: list[str], cols: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def every_backend(df: pd.DataFrame) -> pd.Series:
+    """Records of the scenarios whose rules name the backend they read (report.every_backend: the conformance
+    probes judge C18 per backend)."""
+    names = [name for name, spec in scenario_spec.scenarios().items() if spec.every_backend]
+    return df["scenario"].isin(names) if "scenario" in df else pd.Series(False, index=df.index)
+
+
 def default_setup(df: pd.DataFrame) -> pd.Series:
-    """Records of the default setup: Keras 3 on TensorFlow with the installed Keras (the conformance probes on every
-    backend: their rules name the one they read). Verdicts, tables and figures use these; runs on JAX/PyTorch or a
-    pinned Keras release are compared in keras3_outcomes instead."""
+    """Records of the default setup: Keras 3 on TensorFlow with the installed Keras (every backend for a scenario
+    with report.every_backend). Verdicts, tables and figures use these; runs on JAX/PyTorch or a pinned Keras
+    release are compared in keras3_outcomes instead."""
     keep = pd.Series(True, index=df.index)
-    if "backend" in df:  # the conformance probes' rules name the backend they read (C18 is judged per backend)
-        probes = df["scenario"] == conformance_report.SCENARIO if "scenario" in df else False
-        keep &= df["backend"].isna() | (df["backend"] == "tensorflow") | probes
+    if "backend" in df:
+        keep &= df["backend"].isna() | (df["backend"] == "tensorflow") | every_backend(df)
     if "keras_version" in df:
         keep &= df["keras_version"].isna()
     return keep

@@ -14,6 +14,8 @@ A scenario file (configs/scenario/NAME.yaml, template: configs/scenario/_templat
         columns: [...]           # every record column its rules, figures and tables read (names or globs: m*.gap)
         metrics: [...]           # columns the summary table shows besides the rules' (other keys: read by their
                                  # own modules, e.g. conformance)
+        every_backend: true      # its rules name the Keras backend they read: records on every backend are judged
+                                 # (default: TensorFlow's only), and the Keras 3 per-setup table leaves it out
       claim_text: {C01: {source, text, combine, primary, split, exploratory}}
       verdicts: [...]            # the rules (grammar: bnexp/verdicts.py)
 
@@ -97,6 +99,7 @@ class Scenario:
     claim_text: dict[str, ClaimText]
     rules: tuple[Rule, ...]
     node: dict = field(repr=False)        # the `scenario:` node as written (report extensions read their own keys)
+    every_backend: bool = False           # report.every_backend: its records on every Keras backend are judged
 
     def declares(self, column: str) -> bool:
         """Is `column` one of the declared columns (a name or a glob)? Always true when none are declared."""
@@ -196,6 +199,9 @@ def parse(path: Path, node, count: dict[str, int] | None = None) -> Scenario:
     _mapping(where, "report", report)
     columns = None if report.get("columns") is None else _names(where, "report.columns", report["columns"])
     report_metrics = _names(where, "report.metrics", report.get("metrics") or [])
+    every_backend = report.get("every_backend", False)
+    if not isinstance(every_backend, bool):
+        raise UserError(f"{where}: scenario.report.every_backend must be true or false, got {every_backend!r}")
     figures = tuple(node.get("figures") or [])
     for spec in figures:
         check_figure(where, spec)
@@ -216,7 +222,7 @@ def parse(path: Path, node, count: dict[str, int] | None = None) -> Scenario:
         twice = next(x for x in labels if labels.count(x) > 1)
         raise UserError(f"{where}: two rules are labelled {twice}; give them different ids")
     spec = Scenario(name, claims, semantics, str(node.get("description") or "").strip(), allowed, columns, figures,
-                    report_metrics, claim_text, tuple(rules), node)
+                    report_metrics, claim_text, tuple(rules), node, every_backend)
     check_metrics(spec)
     return spec
 

@@ -99,11 +99,28 @@ def test_a_misspelt_factor_is_an_error_where_the_config_is_known(tmp_path):
     (lambda n: n["allowed"].update({"bn.momentum": {"minimum": 0}}), r"allowed.bn.momentum: unknown key 'minimum'"),
     (lambda n: n.update(semantics=["keras4"]), r"scenario.semantics=\['keras4'\]; give one or more of keras3"),
     (lambda n: n.update(name="other"), r"scenario.name='other' must be the file's name 'momentum'"),
+    (lambda n: n["report"].update(every_backend="yes"), r"report.every_backend must be true or false, got 'yes'"),
 ])
 def test_a_malformed_scenario_is_one_line_naming_file_key_and_value(tmp_path, edit, message):
     with pytest.raises(UserError, match=message) as err:
         scenario_spec.scenarios(_copy(tmp_path, edit))
     assert str(err.value).startswith("configs/scenario/momentum.yaml: ") and "\n" not in str(err.value)
+
+
+def test_only_the_conformance_probes_are_judged_on_every_backend():
+    """report.every_backend, not the scenario's name, keeps a scenario's JAX/PyTorch records in its verdicts."""
+    assert [n for n, s in scenario_spec.scenarios().items() if s.every_backend] == ["conformance"]
+
+
+def test_every_backend_moves_with_the_declaration_not_the_name(tmp_path, monkeypatch):
+    import pandas as pd
+
+    df = pd.DataFrame({"scenario": ["momentum", "momentum", "conformance"], "backend": [None, "jax", "jax"]})
+    assert report_compute.default_setup(df).tolist() == [True, False, True]
+    folder = _copy(tmp_path, lambda n: n["report"].update(every_backend=True))
+    load = scenario_spec.scenarios
+    monkeypatch.setattr(scenario_spec, "scenarios", lambda: load(folder))  # momentum now declares it
+    assert report_compute.default_setup(df).tolist() == [True, True, True]
 
 
 def test_a_claim_described_twice_is_an_error(tmp_path):
