@@ -275,7 +275,7 @@ def _write_meta(store: Store, name: str, points, already_done: int, start: float
 
     launcher = next((e.split("=", 1)[1] for e in extra if e.startswith("hydra/launcher=")), "local")
     meta = {"name": name, "runs": len(points), "already_done": already_done, "seconds": time.time() - start,
-            "jobs": os.environ.get("BNEXP_JOBS", "2") if launcher == "local" else launcher,
+            "jobs": os.environ.get("BNEXP_JOBS", config_check.DEFAULT_JOBS) if launcher == "local" else launcher,
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "git_commit": provenance.git_commit(), **(load or {})}

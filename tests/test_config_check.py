@@ -425,3 +425,10 @@ print(json.dumps(rows))
         assert str(config_check.tfds_data_dir(g)) == root, (name, g)
         assert (before, after) == (False, True), (name, g)
         assert ours_before[(name, g)] == before and config_check.tfds_prepared(name, g) == after, (name, g)
+
+
+def test_the_launcher_default_jobs_is_the_one_the_checks_and_the_sweep_meta_name():
+    from bnexp import config_check
+
+    launcher = OmegaConf.load(CONFIG_DIR / "hydra" / "launcher" / "local.yaml")
+    assert OmegaConf.to_yaml(launcher).count(f"oc.env:BNEXP_JOBS,{config_check.DEFAULT_JOBS}}}") == 1
