@@ -271,11 +271,12 @@ def steps_per_call(reps: int, cases=((2, 1024), (64, 300))) -> list[dict]:
 
         fit(32, 10, 1)  # warm-up: first trace of the process
         for batch_size, steps in cases:
-            per_call = training.steps_per_execution(fw, training.chunks(steps)[1])
+            epoch_steps = training.chunks(steps)[1]  # what protocol.train compiles for
+            per_call = training.steps_per_execution(fw, epoch_steps)
             times = {1: [], per_call: []}
             for rep in range(reps):
                 for k in ((1, per_call) if rep % 2 else (per_call, 1)):
-                    times[k].append(fit(batch_size, steps, 1 if k == 1 else training.chunks(steps)[1]))
+                    times[k].append(fit(batch_size, steps, 1 if k == 1 else epoch_steps))
             out.append({"batch_size": batch_size, "steps": steps, "per_call": per_call, "reps": reps,
                         "wall": statistics.median(m[0] / o[0] for m, o in zip(times[per_call], times[1])),
                         "cpu": statistics.median(m[1] / o[1] for m, o in zip(times[per_call], times[1])),
