@@ -175,6 +175,7 @@ def main(argv: list[str]) -> int:
     load = LoadSampler()
     bar = tqdm(total=len(points), initial=done_before, unit="run", dynamic_ncols=True)
     proc = None
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:  # this sweep's own log: concurrent sweeps never share one
@@ -195,24 +196,37 @@ def main(argv: list[str]) -> int:
         if pending:  # a sweep that ran nothing measured nothing: keep the last measurement
             _write_meta(store, sweep["name"], points, done_before, start, extra, load.summary())
         return _summary(store, points, time.time() - start, sweep["name"], pending)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         _stop(proc)
         bar.close()
         print(f"bnexp: interrupted; {_kept(store, points)}; resume with the same command", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except OSError as e:  # disk full, folder made read-only: what was kept, and how to go on
         _stop(proc)
         bar.close()
         print(f"bnexp: error: {os_error_line(e)}; {_kept(store, points)}; fix that and run the same command "
               f"again", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`) while a sweep runs."""
+
+
+def _terminated(signum, frame):
+    """`kill PID` stops a sweep as Ctrl-C does. A sweep started in the background (`nohup make sweep &`) has
+    SIGINT ignored, as a shell starts background jobs, so SIGTERM is the only way to stop it there."""
+    raise Terminated
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
-    """Stop the running multirun (its jobs' training children die with their parents)."""
+    """Stop the running multirun (its jobs' training children die with their parents): SIGINT, as Ctrl-C
+    would, unless SIGINT is ignored here (a background sweep), and so in the multirun too: then SIGTERM."""
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else signal.SIGINT)
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:

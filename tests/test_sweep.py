@@ -144,6 +144,30 @@ def test_ctrl_c_exits_130_and_the_sweep_resumes(tmp_path, cache_dir):
     assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
 
 
+def test_kill_stops_a_background_sweep_as_ctrl_c_does(tmp_path, cache_dir):
+    """A sweep started in the background (`nohup make sweep &`: SIGINT ignored, as a shell starts background
+    jobs) cannot get Ctrl-C; `kill PID` (SIGTERM) ends it with the same line, exit 143, and its multirun stops."""
+    results = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, "train.batches=4", "hydra/launcher=basic",
+                             f"paths.results_dir={results}"], cwd=ROOT, env=bnexp_env(cache_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 240
+    while not list(results.glob("runs/momentum/.tmp-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the first run is training
+    started = time.monotonic()
+    proc.terminate()  # SIGTERM to the sweep alone, as `kill PID`
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - started < 10  # the multirun got SIGTERM too, not SIGINT it ignores (then 15 s)
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bnexp: interrupted; ") and last.endswith("; resume with the same command")
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):  # nothing of the sweep's process group is left running
+        os.killpg(proc.pid, 0)
+
+
 def test_the_jobs_a_sweep_writes_compose_to_its_planned_runs_grouped_by_kind_of_worker():
     """The one multirun gets each point's own overrides: composed again they give the planned run id; the job
     order keeps each kind of worker together, first-seen kind first, grid order within a kind."""
