@@ -133,6 +133,7 @@ def bars(df: pd.DataFrame, spec: dict) -> plt.Figure:
     counts = set()
     for ax, rows, title in panels:
         keys = _keys(rows, xs)
+        groups = _groups(rows, xs, spec)  # this panel's own: no empty slot for a combination another panel has
         for i, (name, sub, metric) in enumerate(_series(rows, spec)):
             sub_keys = keys.loc[sub.index]
             y = values(sub, metric)
@@ -310,7 +311,8 @@ def marks(df: pd.DataFrame, spec: dict) -> plt.Figure:
                         color="white" if np.isfinite(frac[i, j]) and frac[i, j] > 0.6 else "black")
         ax.imshow(np.ma.masked_invalid(frac), vmin=0, vmax=1, cmap="Blues", aspect="auto")
         ax.set_facecolor("0.92")
-        ax.set_xticks(range(len(cols)), [textwrap.fill(lab, 14) for _, lab in cols], fontsize=7.5)
+        ax.set_xticks(range(len(cols)), [textwrap.fill(lab, 14, break_long_words=False) for _, lab in cols],
+                      fontsize=7.5)  # a long word stays whole ("training=False", never "traini ng")
         ax.set_yticks(range(len(groups)), [" / ".join(g) for g in groups], fontsize=8)
         ax.set_ylabel(" /\n".join(rows_f), fontsize=8)  # stacked: a short panel still has room
         ax.xaxis.tick_top()

@@ -114,6 +114,22 @@ def test_heatmap_cells_carry_mean_and_interval_in_numeric_order():
     assert by_factor.axes[0].texts[0].get_text() == "0.10"  # one seed in the cell: no interval
 
 
+def test_bars_panels_show_only_their_own_combinations():
+    """A panel without some x value (a grid that left it out there) gets no empty slot for it."""
+    df = pd.concat([_table("train.batches", [10, 30]).assign(semantics="a"),
+                    _table("train.batches", [10]).assign(semantics="b")])
+    fig = figures.bars(df, {"x": "train.batches", "panels": "semantics", "metrics": {"acc": "accuracy"}})
+    assert [_ticks(ax) for ax in fig.axes] == [["10", "30"], ["10"]]
+    assert [len(ax.patches) for ax in fig.axes] == [2, 1]
+
+
+def test_marks_never_break_a_word_in_a_column_title():
+    df = _table("bn.training", [None, False])
+    fig = figures.marks(df, {"rows": "bn.training", "metrics": {"flag": "base(x, training=False) unfrozen"}})
+    [title] = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "training=False)" in title.split("\n")  # 15 characters: wrapped at 14, it was split mid-word before
+
+
 def test_marks_count_seeds_per_indicator_and_say_null():
     df = _table("bn.training", [None, False])
     df.loc[df["bn.training"].isna(), "other"] = np.nan
