@@ -24,6 +24,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +176,8 @@ def main(argv: list[str]) -> int:
     load = LoadSampler()
     bar = tqdm(total=len(points), initial=done_before, unit="run", dynamic_ncols=True)
     proc = None
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    in_main = threading.current_thread() is threading.main_thread()  # only there can Python take a signal
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:  # this sweep's own log: concurrent sweeps never share one
@@ -208,7 +210,8 @@ def main(argv: list[str]) -> int:
               f"again", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # None: not in the main thread (nothing set), or a handler set outside Python
+            signal.signal(signal.SIGTERM, previous)
 
 
 class Terminated(KeyboardInterrupt):
