@@ -54,6 +54,7 @@ def env_for_children(monkeypatch, cache_dir):
     workers.close_all()
 
 
+@pytest.mark.slow  # ~100 s on 2 cores (6 fresh processes, 3 workers): the slow pass in CI runs it
 def test_warm_workers_give_the_numbers_of_fresh_processes_bit_for_bit(tmp_path, env_for_children):
     """The same mixed sequence in this process' warm workers and in fresh processes: every record field but
     timings, memory and cache provenance is identical."""
