@@ -44,11 +44,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bnexp import atomic
+from bnexp.provenance import processor
 from bnexp.workers import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.train_size=2048", "data.test_size=512", "probe.precise_batches=20"]
-WARM_RUNS = 50  # 1-step runs in one warm worker, for its fixed cost and its memory after 50 runs
+WARM_RUNS = 200  # 1-step runs in one warm worker, for its fixed cost and its memory: a whole life at worker.max_runs
 DOCTOR_SIZES = (2000, 10000)  # measure 7: images in the .npz given to `bnexp doctor` (doctor.max_samples too)
 DOCTOR_FIX_AT = 2000          # measure 7: the size also checked with fix=true
 DOCTOR_GOAL_S = {10000: 60.0}  # measure 7: wall-time goal by size, 2 cores
@@ -434,7 +435,7 @@ def merged(new: str, old: str, rerun: set[str]) -> str:
     tail = lines[table_end:]
     if "6" not in rerun and "## Where the reference sweep's seconds go" in old:
         tail = [""] + old[old.index("## Where the reference sweep's seconds go"):].rstrip().splitlines()
-    when = re.search(r"^Measured (.+?) on ", old, re.M)
+    when = re.search(r"^Measured (.+?) by `make bench`", old, re.M)  # when, and on which machine and processor
     kept_note = f"Rows of measures not rerun are kept from the previous file (measured {when[1]})." if when else ""
     intro = lines[:head - 2] + ([kept_note, ""]
                                 if when and set(ROWS) - rerun else [])
@@ -444,7 +445,8 @@ def merged(new: str, old: str, rerun: set[str]) -> str:
 def _markdown(res: dict) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# bnexp benchmarks", "",
-             f"Measured {now} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()} "
+             f"Measured {now} on {platform.machine()} ({processor()}), {os.cpu_count()} cores, Python "
+             f"{platform.python_version()} "
              "by `make bench` (`python -m bnexp.bench`). Ratios are comparable across machines; seconds are not; "
              "both move with other load on the machine.", "",
              "| measure | value | goal |", "|---|---|---|"]

@@ -26,7 +26,7 @@ def test_a_subset_run_keeps_the_other_measures_rows_and_replaces_its_own():
     assert len(table) == 1 + 4 + 1 + 3 and all(ln.startswith(p) for ln, p in zip(table[1:5], starts))
     assert "50 min (835 runs" in table[4] and "29 min" not in text
     assert "| momentum | 2 | 30 | 75% | 15.0 | 5.0 | 2.0 |" in text and "| all | 3 | 40 | 100% |" in text
-    assert "kept from the previous file (measured 2026-11-22 22:15 UTC)." in text
+    assert "kept from the previous file (measured 2026-11-22 22:15 UTC on x86_64, 2 cores, Python 3.11.7)." in text
     again = bench.merged(bench._markdown({"overhead": {"reps": 1, "order": "random", "steps": 1, "ratio_median": 1.5,
                                                        "cpu_ratio_median": 1.0, "noise_ratio_median": 1.0}}),
                          text, {"1"})
