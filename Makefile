@@ -12,7 +12,7 @@ STAMP   := $(VENV)/.installed
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  reference sweep: seeds $$(sed -n 's/^seeds: *\(\[[^]]*\]\).*/\1/p' configs/sweep/reference.yaml), $$(grep -cE '^  [a-z_@]+:' configs/sweep/reference.yaml) grids (configs/sweep/reference.yaml)"
+	@echo "  reference sweep: seeds $$(sed -n 's/^seeds: *\(\[[^]]*\]\).*/\1/p' configs/sweep/reference.yaml), $$(grep -cE '^  [a-z0-9_@]+:' configs/sweep/reference.yaml) grids (configs/sweep/reference.yaml)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
