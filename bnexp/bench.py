@@ -43,13 +43,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bnexp import atomic
+from omegaconf import OmegaConf
+
+from bnexp import CONFIG_DIR, atomic
 from bnexp.provenance import processor
 from bnexp.workers import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.train_size=2048", "data.test_size=512", "probe.precise_batches=20"]
-WARM_RUNS = 200  # 1-step runs in one warm worker, for its fixed cost and its memory: a whole life at worker.max_runs
+# 1-step runs in one warm worker, for its fixed cost and its memory: its whole life at the default worker.max_runs
+WARM_RUNS = int(OmegaConf.load(CONFIG_DIR / "config.yaml").worker.max_runs)
 DOCTOR_SIZES = (2000, 10000)  # measure 7: images in the .npz given to `bnexp doctor` (doctor.max_samples too)
 DOCTOR_FIX_AT = 2000          # measure 7: the size also checked with fix=true
 DOCTOR_GOAL_S = {10000: 60.0}  # measure 7: wall-time goal by size, 2 cores

@@ -126,10 +126,9 @@ def _legend(fig, axes, counts: set[int]) -> None:
 def bars(df: pd.DataFrame, spec: dict) -> plt.Figure:
     """Grouped bars: one group per value (combination) of x, one bar per series; 95% CI and each seed's dot."""
     xs = spec["x"] if isinstance(spec["x"], list) else [spec["x"]]
-    groups = _groups(df, xs, spec)
     n_series = len(_series(df, spec))
     width = 0.8 / n_series
-    fig, panels = _panels(df, spec, max(3.2, 0.3 * len(groups) * n_series + 1.2), 3.6)
+    fig, panels = _panels(df, spec, max(3.2, 0.3 * len(_groups(df, xs, spec)) * n_series + 1.2), 3.6)
     counts = set()
     for ax, rows, title in panels:
         keys = _keys(rows, xs)

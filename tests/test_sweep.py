@@ -100,16 +100,12 @@ def test_unknown_sweep_or_scenario_is_a_clear_error(tmp_path, cache_dir):
 
 
 
-def _sweep_proc(results, cache_dir, *extra):
+def _sweep_proc(results, cache_dir, *extra, sigint=signal.SIG_DFL):
+    """A sweep in its own process group. SIG_DFL: Ctrl-C reaches it even when the tests run in a background job
+    (which a shell starts with SIGINT ignored, and children inherit that); SIG_IGN: a sweep started that way."""
     return subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, *extra, f"paths.results_dir={results}"],
                             cwd=ROOT, env=bnexp_env(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, preexec_fn=_default_sigint)
-
-
-def _default_sigint():
-    """Ctrl-C reaches the sweep even when the tests run in a background job (which a shell starts with SIGINT
-    ignored, and children inherit that)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                            text=True, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
 
 def test_two_sweeps_on_one_folder_run_each_run_once(tmp_path, cache_dir):
@@ -148,10 +144,7 @@ def test_kill_stops_a_background_sweep_as_ctrl_c_does(tmp_path, cache_dir):
     """A sweep started in the background (`nohup make sweep &`: SIGINT ignored, as a shell starts background
     jobs) cannot get Ctrl-C; `kill PID` (SIGTERM) ends it with the same line, exit 143, and its multirun stops."""
     results = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "bnexp", *SWEEP, "train.batches=4", "hydra/launcher=basic",
-                             f"paths.results_dir={results}"], cwd=ROOT, env=bnexp_env(cache_dir),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = _sweep_proc(results, cache_dir, "train.batches=4", "hydra/launcher=basic", sigint=signal.SIG_IGN)
     deadline = time.time() + 240
     while not list(results.glob("runs/momentum/.tmp-*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)  # the first run is training
