@@ -5,6 +5,8 @@ BIN     := $(VENV)/bin
 SWEEP   ?= reference
 ARGS    ?=
 RESULTS ?= results/local
+# make test: pytest-xdist workers, each taking whole test files so a module fixture runs once (0: one process)
+TEST_JOBS ?= 2
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -44,11 +46,11 @@ report: setup  ## rebuild the report of the runs in results/local/ (RESULTS=resu
 lint: setup  ## ruff over the whole project (rules: pyproject.toml [tool.ruff])
 	$(BIN)/ruff check .
 
-test: setup lint  ## the test suite without slow tests (< 10 min on 2 cores)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+test: setup lint  ## the test suite without slow tests, TEST_JOBS (2) files at a time (< 10 min on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
-test-all: setup  ## every test, slow ones included
-	$(BIN)/python -m pytest $(ARGS)
+test-all: setup  ## every test, slow ones included, TEST_JOBS (2) files at a time
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 bench: setup  ## benchmarks: harness vs plain Keras, start-up, sweep throughput -> results/bench.md
 	$(BIN)/python -m bnexp.bench $(ARGS)
