@@ -1,4 +1,4 @@
-"""`bnexp run|sweep|report|list` (also `python -m bnexp ...`).
+"""`bnexp run|sweep|report|list|doctor|compare` (also `python -m bnexp ...`).
 
 `run` is a Hydra app over configs/ (resolved from the package, so it works from any directory); the
 subcommand is stripped before Hydra parses the overrides. Every config a command asks for is composed and
@@ -27,6 +27,8 @@ USAGE = """usage: bnexp COMMAND [overrides...]      (or: python -m bnexp COMMAND
            (paths.results_dir=..., default results/local; the committed reference: paths.results_dir=results)
   list     scenarios (with claim ids), datasets, models, norms, semantics
   doctor   check your own saved Keras model's BN:  bnexp doctor model=m.keras data=x.npz [fix=true]
+  compare  do two sets of records hold the same numbers?  bnexp compare results /tmp/rerun
+           (records files or results folders; runs matched by run id; timings left out)
 
 Single runs, sweep=quick and your own sweeps write to results/local/ (git-ignored); only sweep=reference
 writes the committed results/.
@@ -303,8 +305,12 @@ def main(argv: list[str] | None = None) -> None:
             from bnexp import doctor
 
             sys.exit(doctor.main(rest))
+        elif cmd == "compare":
+            from bnexp import compare
+
+            sys.exit(compare.main(rest))
         else:
-            fail(f"unknown command {cmd!r}; valid: run, sweep, report, list (bnexp --help)")
+            fail(f"unknown command {cmd!r}; valid: run, sweep, report, list, doctor, compare (bnexp --help)")
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
     except UserError as e:
         fail(str(e))

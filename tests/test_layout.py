@@ -11,7 +11,8 @@ from conftest import ROOT
 FRAMEWORKS = ("tensorflow", "keras", "tf_keras")
 PARENT_SIDE = ("bnexp.cli", "bnexp.sweep", "bnexp.runner", "bnexp.store", "bnexp.config_check", "bnexp.report",
                "bnexp.verdicts", "bnexp.figures", "bnexp.names", "bnexp.workers", "bnexp.manifest",
-               "bnexp.provenance", "bnexp.atomic", "bnexp.network", "bnexp.backends", "bnexp.doctor")
+               "bnexp.provenance", "bnexp.atomic", "bnexp.network", "bnexp.backends", "bnexp.doctor",
+               "bnexp.compare")
 
 
 def _imported_frameworks(code: str) -> str:

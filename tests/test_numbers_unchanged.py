@@ -47,6 +47,8 @@ from pathlib import Path
 
 import pytest
 
+from bnexp.compare import compared
+
 FIXTURE = Path(__file__).with_name("numbers_unchanged.json")
 TINY_TRANSFER = ["transfer.pretrain_steps=20", "transfer.dist_batches=2", "transfer.stage2_steps=3"]
 CONFIGS = {  # on top of conftest.TINY; together they touch every mechanism the toolkit shares
@@ -60,9 +62,7 @@ CONFIGS = {  # on top of conftest.TINY; together they touch every mechanism the 
                                "training_flag.compare_nobn=false", "training_flag.eval_samples=64",
                                "training_flag.eval_batch_sizes=[1,8,64]"],
 }
-MACHINE = ("cpu", "onednn", "tensorflow")  # what decides the rounding, besides the code (Keras: pinned)
-NOT_COMPARED = {"wall_s", "child_s", "peak_rss_mb", "started_at", "git_commit", "git_clean", "device", "keras_backend",
-                "keras", "fingerprint", "proc.pid", "base_cache_hit", "nobn_from_cache", *MACHINE}
+MACHINE = ("cpu", "onednn", "tensorflow")  # what decides the rounding, besides the code (Keras: pinned); not compared
 KERNEL_PATHS = {"default": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "no_onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 TEST_SIZE = 256   # conftest.TINY's data.test_size: the accuracies' denominator
@@ -70,12 +70,6 @@ ACC_SAMPLES = 2   # accuracies may differ by this many test images across proces
 RTOL, ATOL = 1e-3, 1e-4
 # Accuracy-like metrics: fractions of images classified right, their differences and agreement rates.
 ACCURACY = re.compile(r"(^|[._])(acc_|gap|gain)|_agree$")
-
-
-def _compared(record: dict) -> dict:
-    """The record without what differs between runs of the same code (timings end in _s or _per_s)."""
-    return {k: v for k, v in record.items()
-            if k not in NOT_COMPARED and not k.endswith(("_s", "_per_s"))}
 
 
 def machine_of(record: dict) -> dict:
@@ -107,7 +101,7 @@ def _run(names: list[str], results: Path, cache_dir: Path, **env) -> dict[str, t
     from conftest import run_batch
 
     found = run_batch([CONFIGS[name] for name in names], results, cache_dir, **env)
-    return {name: (_compared(record), machine_of(record)) for name, record in zip(names, found)}
+    return {name: (compared(record), machine_of(record)) for name, record in zip(names, found)}
 
 
 def _fixture() -> dict:
