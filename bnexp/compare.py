@@ -11,15 +11,13 @@ Exit status: 0 when every run in both agrees in every compared field, 1 when som
 
 from __future__ import annotations
 
-import gzip
 import math
 import zlib
 from pathlib import Path
 
 from bnexp.errors import UserError
-from bnexp.store import read_records
+from bnexp.store import RECORDS_FILE, read_records
 
-RECORDS = "records.jsonl.gz"
 # Fields that differ between runs of the same code and config: process, machine and provenance.
 NOT_COMPARED = frozenset({"wall_s", "child_s", "peak_rss_mb", "started_at", "git_commit", "git_clean", "device",
                           "keras_backend", "keras", "fingerprint", "proc.pid", "base_cache_hit", "nobn_from_cache",
@@ -40,19 +38,20 @@ def same(a, b) -> bool:
 
 
 def differences(a: dict, b: dict) -> dict[str, tuple]:
-    """{field: (a's value, b's value)} for each compared field where the two records differ."""
-    a, b = compared(a), compared(b)
+    """{field: (a's value, b's value)} for each field where two compared() records differ."""
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if not same(a.get(k), b.get(k))}
 
 
 def load(path: str) -> tuple[Path, dict[tuple[str, str], dict]]:
-    """The records file `path` names (itself, or RECORDS inside a folder), keyed by (scenario, run id)."""
-    file = Path(path) / RECORDS if Path(path).is_dir() else Path(path)
+    """The records file `path` names (itself, or RECORDS_FILE inside a folder), keyed by (scenario, run id)."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / RECORDS_FILE
     if not file.is_file():
-        raise UserError(f"compare: {path} is neither a records file nor a folder holding {RECORDS}")
+        raise UserError(f"compare: {path} is neither a records file nor a folder holding {RECORDS_FILE}")
     try:
         records = read_records(file)
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, ValueError, zlib.error) as e:  # a bad gzip header is an OSError
         raise UserError(f"compare: {file} is not a gzipped JSON-lines records file ({type(e).__name__}: {e})") from e
     return file, {(r.get("scenario"), r.get("run_id")): r for r in records}
 
@@ -64,14 +63,15 @@ def main(argv: list[str]) -> int:
     both = sorted(a.keys() & b.keys())
     print(f"A: {file_a} ({len(a)} runs); B: {file_b} ({len(b)} runs); {len(both)} runs in both, "
           f"{len(a.keys() - b.keys())} only in A, {len(b.keys() - a.keys())} only in B")
-    fields = set().union(*(compared(a[k]).keys() | compared(b[k]).keys() for k in both)) if both else set()
+    pairs = {key: (compared(a[key]), compared(b[key])) for key in both}
+    fields = set().union(*(ca.keys() | cb.keys() for ca, cb in pairs.values()))
     differing: dict[str, list] = {}
-    for key in both:
-        for field, values in differences(a[key], b[key]).items():
+    for key, (ca, cb) in pairs.items():
+        for field, values in differences(ca, cb).items():
             differing.setdefault(field, []).append((key, values))
     if not differing:
         print(f"every one of the {len(fields)} compared fields is equal in all {len(both)} runs in both "
-              f"(timings and {', '.join(sorted(NOT_COMPARED - {'wall_s', 'child_s'}))} left out)")
+              f"(timings and {', '.join(sorted(f for f in NOT_COMPARED if not f.endswith('_s')))} left out)")
         return 0
     runs = {key for rows in differing.values() for key, _ in rows}
     print(f"{len(differing)} of {len(fields)} compared fields differ, in {len(runs)} of {len(both)} runs:")
